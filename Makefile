@@ -1,0 +1,55 @@
+# Every target works on a fresh machine with only Python 3.11: the virtual environment is made on demand.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA_DIR ?= data/demo
+MODEL_BASE_PATH ?= models
+MODEL_NAME ?= inception_v2
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: help install run test lint format demo-data train demo-model bench clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed  ## Create .venv with the locked dependencies
+
+run: demo-model  ## Start the service on 127.0.0.1:8000 (trains the demo model first if models/ has none)
+	@echo "Try:  curl -F file=@$$(ls $(DATA_DIR)/circle/* 2>/dev/null | head -n 1 || echo your-image.jpg) http://127.0.0.1:8000/predict"
+	MODEL_BASE_PATH=$(MODEL_BASE_PATH) MODEL_NAME=$(MODEL_NAME) $(PY) -m app
+
+test: $(VENV)/.installed  ## Run the test suite
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed  ## ruff, hadolint, compose and Kubernetes schema checks
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed  ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+demo-data: $(VENV)/.installed  ## Generate the synthetic shapes dataset into data/demo
+	@test -d $(DATA_DIR) || $(PY) -m training make-demo-data --out $(DATA_DIR)
+
+train: demo-data  ## Train on DATA_DIR (default: the demo data) and export the next model version
+	$(PY) -m training train --data-dir $(DATA_DIR) --model-base-path $(MODEL_BASE_PATH) --model-name $(MODEL_NAME)
+
+demo-model: $(VENV)/.installed  ## Train the demo model unless a version already exists
+	@if ls -d $(MODEL_BASE_PATH)/$(MODEL_NAME)/[0-9]* >/dev/null 2>&1; then \
+		echo "Using the existing model in $(MODEL_BASE_PATH)/$(MODEL_NAME)"; \
+	else \
+		$(MAKE) --no-print-directory train; \
+	fi
+
+bench: $(VENV)/.installed  ## Run the benchmark suite (writes docs/performance.md)
+	$(PY) -m benchmarks
+
+clean:  ## Remove the virtual environment, generated data and caches
+	rm -rf $(VENV) data checkpoints .pytest_cache .ruff_cache

@@ -1,0 +1,189 @@
+"""Write a trained Keras model into the model repository as a versioned, self-contained SavedModel.
+
+Layout (TF Serving's): `<base_path>/<name>/<version>/` holding `saved_model.pb`, `variables/`
+and `metadata.json`. A version appears only once complete: it is written into a hidden
+temporary folder beside the versions and renamed into place, which is atomic on one file system,
+so a crash mid-export leaves no folder a server would take for a version.
+
+Signatures (the one path from image to probabilities, shared with training):
+- `serving_default`: `image_bytes` (string [batch]: encoded JPEG, PNG, GIF or BMP) ->
+  `probabilities` (float32 [batch, classes]). What a TF Serving client sends.
+- `predict_pixels`: `pixels` (float32 [batch, height, width, 3], RGB in [0, 255], already at the
+  model's input size) -> `probabilities`.
+- `resize_image`: `image` (uint8 [any height, any width, 3]) -> `pixels` (float32 [height, width, 3]),
+  the bilinear resize that `keras.utils.image_dataset_from_directory` applies in training.
+"""
+
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+METADATA_FILE = "metadata.json"
+METADATA_FORMAT_VERSION = 1
+RESIZE_METHOD = "bilinear"
+
+
+def decode_and_resize(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """Decode one encoded image to RGB and resize it exactly as training's data loader does."""
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    return tf.image.resize(image, image_size, method=RESIZE_METHOD)
+
+
+class ServingModule(tf.Module):
+    """The exported graph: the Keras model plus decoding and resizing."""
+
+    def __init__(self, model: keras.Model):
+        super().__init__(name="inception_v2_serving")
+        self.model = model
+        height, width, _ = model.input_shape[1:]
+        self.image_size = (height, width)
+        pixel_spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="pixels")
+        self.predict_pixels = tf.function(self._predict_pixels, input_signature=[pixel_spec])
+        self.serve_bytes = tf.function(
+            self._serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
+        )
+        self.resize_image = tf.function(
+            self._resize_image, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")]
+        )
+
+    def _predict_pixels(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"probabilities": self.model(pixels, training=False)}
+
+    def _serve_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        height, width = self.image_size
+        pixels = tf.map_fn(
+            lambda b: decode_and_resize(b, self.image_size),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32),
+        )
+        return self._predict_pixels(pixels)
+
+    def _resize_image(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"pixels": tf.image.resize(image, self.image_size, method=RESIZE_METHOD)}
+
+    def signatures(self) -> dict[str, Any]:
+        return {
+            "serving_default": self.serve_bytes,
+            "predict_pixels": self.predict_pixels,
+            "resize_image": self.resize_image,
+        }
+
+
+def describe_architecture(model: keras.Model, architecture: str) -> dict[str, Any]:
+    """Every layer's type, output shape and parameter count, and the totals, as plain JSON."""
+    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    return {
+        "name": architecture,
+        "input_shape": list(model.input_shape[1:]),
+        "num_classes": int(model.output_shape[-1]),
+        "total_params": int(model.count_params()),
+        "trainable_params": int(trainable),
+        "layers": [
+            {
+                "name": layer.name,
+                "type": type(layer).__name__,
+                "output_shape": list(layer.output.shape[1:]),
+                "params": int(layer.count_params()),
+            }
+            for layer in model.layers
+        ],
+    }
+
+
+def _signature_specs(module: ServingModule) -> dict[str, Any]:
+    def spec(tensor_spec: tf.TensorSpec) -> dict[str, Any]:
+        return {"dtype": tensor_spec.dtype.name, "shape": [d for d in tensor_spec.shape.as_list()]}
+
+    height, width = module.image_size
+    probabilities = spec(tf.TensorSpec([None, module.model.output_shape[-1]], tf.float32))
+    return {
+        "serving_default": {
+            "inputs": {"image_bytes": spec(tf.TensorSpec([None], tf.string))},
+            "outputs": {"probabilities": probabilities},
+        },
+        "predict_pixels": {
+            "inputs": {"pixels": spec(tf.TensorSpec([None, height, width, 3], tf.float32))},
+            "outputs": {"probabilities": probabilities},
+        },
+        "resize_image": {
+            "inputs": {"image": spec(tf.TensorSpec([None, None, 3], tf.uint8))},
+            "outputs": {"pixels": spec(tf.TensorSpec([height, width, 3], tf.float32))},
+        },
+    }
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    """Version numbers present under a model's folder (hidden temporary folders are not versions)."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def export_model(
+    model: keras.Model,
+    labels: list[str],
+    *,
+    base_path: str | Path = "models",
+    name: str = "inception_v2",
+    architecture: str | None = None,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write `model` as the next version of `name` under `base_path` and return its folder."""
+    num_classes = int(model.output_shape[-1])
+    if len(labels) != num_classes:
+        raise ValueError(
+            f"Expected one label per output class ({num_classes}). Received: {len(labels)} labels"
+        )
+    model_dir = Path(base_path) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    module = ServingModule(model)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
+    try:
+        tf.saved_model.save(module, str(staging), signatures=module.signatures())
+        height, width = module.image_size
+        metadata = {
+            "format_version": METADATA_FORMAT_VERSION,
+            "name": name,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "labels": list(labels),
+            "input": {"height": height, "width": width, "channels": 3, "range": [0, 255], "resize": RESIZE_METHOD},
+            "architecture": describe_architecture(model, architecture or model.name),
+            "signatures": _signature_specs(module),
+            "training": training or {},
+        }
+        return _publish(staging, model_dir, metadata)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _publish(staging: Path, model_dir: Path, metadata: dict[str, Any]) -> Path:
+    """Rename the finished export to the next free version number."""
+    while True:
+        version = max(existing_versions(model_dir), default=0) + 1
+        metadata["version"] = version
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=_json_default) + "\n")
+        target = model_dir / str(version)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if target.exists():  # another exporter took this number first
+                continue
+            raise
+        os.chmod(target, 0o755)  # mkdtemp makes 0700; servers may run as another user
+        return target
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
