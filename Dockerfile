@@ -33,16 +33,17 @@ RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin app
 WORKDIR /srv
 
 # Locked runtime dependencies, in a layer that changes only with pyproject.toml or constraints.txt.
-# The list is [project.dependencies] (no dev extras); TF_PACKAGE adds TensorFlow's extras, e.g. CUDA.
+# The list is [project.dependencies] (no dev extras); TF_PACKAGE adds TensorFlow's extras, e.g. CUDA,
+# whose libraries constraints-cuda.txt pins.
 FROM base AS deps
 ARG TF_PACKAGE=tensorflow
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
-COPY pyproject.toml constraints.txt ./
+COPY pyproject.toml constraints.txt deploy/docker/constraints-cuda.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/venv \
     && python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
         > requirements.txt \
-    && pip install -c constraints.txt -r requirements.txt "${TF_PACKAGE}"
+    && pip install -c constraints.txt -c constraints-cuda.txt -r requirements.txt "${TF_PACKAGE}"
 
 # Trains the demo model into /models; `docker compose --profile train run train` runs it.
 # The code is copied, not pip-installed, so editing app/ or README.md never invalidates training.
