@@ -11,7 +11,7 @@ Signatures (the one path from image to probabilities, shared with training):
 - `predict_pixels`: `pixels` (float32 [batch, height, width, 3], RGB in [0, 255], already at the
   model's input size) -> `probabilities`.
 - `resize_image`: `image` (uint8 [any height, any width, 3]) -> `pixels` (float32 [height, width, 3]),
-  the bilinear resize that `keras.utils.image_dataset_from_directory` applies in training.
+  the bilinear resize that the training data goes through (training/preprocessing.py).
 """
 
 import datetime as dt
@@ -27,15 +27,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training.preprocessing import RESIZE_METHOD, decode_and_resize, resize
+
 METADATA_FILE = "metadata.json"
 METADATA_FORMAT_VERSION = 1
-RESIZE_METHOD = "bilinear"
-
-
-def decode_and_resize(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
-    """Decode one encoded image to RGB and resize it exactly as training's data loader does."""
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    return tf.image.resize(image, image_size, method=RESIZE_METHOD)
 
 
 class ServingModule(tf.Module):
@@ -68,7 +63,7 @@ class ServingModule(tf.Module):
         return self._predict_pixels(pixels)
 
     def _resize_image(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"pixels": tf.image.resize(image, self.image_size, method=RESIZE_METHOD)}
+        return {"pixels": resize(image, self.image_size)}
 
     def signatures(self) -> dict[str, Any]:
         return {
@@ -155,7 +150,13 @@ def export_model(
             "name": name,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "labels": list(labels),
-            "input": {"height": height, "width": width, "channels": 3, "range": [0, 255], "resize": RESIZE_METHOD},
+            "input": {
+                "height": height,
+                "width": width,
+                "channels": 3,
+                "range": [0, 255],
+                "resize": RESIZE_METHOD,
+            },
             "architecture": describe_architecture(model, architecture or model.name),
             "signatures": _signature_specs(module),
             "training": training or {},

@@ -1,0 +1,69 @@
+import logging
+
+import pytest
+
+from tests.training.conftest import write_image_folder
+from training.data import DataError, make_dataset, scan_image_folder
+
+
+def test_scan_splits_all_formats_and_keeps_class_order(image_folder):
+    folder = scan_image_folder(image_folder, validation_split=0.25, seed=0)
+    assert folder.class_names == ["a", "b"]
+    assert len(folder.train) == 18 and len(folder.validation) == 6
+    assert sorted(folder.train.paths + folder.validation.paths) == sorted(
+        str(p) for p in image_folder.rglob("*.*")
+    )
+    assert {p.rsplit(".", 1)[1] for p in folder.train.paths + folder.validation.paths} == {
+        "png",
+        "jpg",
+        "gif",
+        "bmp",
+    }
+
+
+def test_scan_is_deterministic_for_a_seed(image_folder):
+    first = scan_image_folder(image_folder, 0.25, seed=3)
+    assert first == scan_image_folder(image_folder, 0.25, seed=3)
+    assert first.validation.paths != scan_image_folder(image_folder, 0.25, seed=4).validation.paths
+
+
+def test_unreadable_images_are_skipped_with_a_warning_naming_them(image_folder, caplog):
+    broken = image_folder / "a" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (image_folder / "b" / "notes.txt").write_text("not an image and not an image extension")
+    with caplog.at_level(logging.WARNING):
+        folder = scan_image_folder(image_folder, 0.25, seed=0)
+    assert folder.skipped == [str(broken)]
+    assert f"Skipping unreadable image {broken}" in caplog.text
+    assert str(broken) not in folder.train.paths + folder.validation.paths
+
+
+def test_dataset_yields_resized_float_batches(image_folder):
+    folder = scan_image_folder(image_folder, 0.25, seed=0)
+    images, labels = next(iter(make_dataset(folder.train, (24, 24), 8, shuffle=True, seed=0)))
+    assert images.shape == (8, 24, 24, 3)
+    assert images.dtype.name == "float32"
+    assert float(images.numpy().min()) >= 0 and float(images.numpy().max()) <= 255
+    assert set(labels.numpy().tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda root: root / "missing", "does not exist"),
+        (lambda root: root, "has no class subfolders"),
+        (lambda root: (root / "only").mkdir() or root, "No readable images"),
+        (lambda root: write_image_folder(root, {"a": 5}), "Need at least 2 classes with images to train"),
+    ],
+    ids=["missing", "empty", "no-images", "one-class"],
+)
+def test_unusable_folders_raise_a_clear_error(tmp_path, setup, message):
+    root = tmp_path / "data"
+    root.mkdir()
+    with pytest.raises(DataError, match=message):
+        scan_image_folder(setup(root), 0.2, seed=0)
+
+
+def test_validation_split_must_be_a_fraction(image_folder):
+    with pytest.raises(DataError, match="--validation-split must be between 0 and 1. Received: 1.5"):
+        scan_image_folder(image_folder, 1.5, seed=0)

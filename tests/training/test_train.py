@@ -1,0 +1,131 @@
+"""The training command end to end, as a user runs it: a real process on tiny generated data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.training.conftest import write_image_folder
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+
+def run_training(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "training", "train", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+
+
+def quick_args(data_dir: Path, models: Path, *extra: str) -> list[str]:
+    return [
+        "--data-dir",
+        str(data_dir),
+        "--model-base-path",
+        str(models),
+        "--model-name",
+        "tiny",
+        "--arch",
+        "inception_v2_seed",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--checkpoint-dir",
+        str(models.parent / "checkpoint"),
+        *extra,
+    ]
+
+
+def test_train_exports_a_version_with_metrics(tmp_path, image_folder):
+    (image_folder / "a" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    result = run_training(*quick_args(image_folder, tmp_path / "models", "--epochs", "2"))
+    assert result.returncode == 0, result.stderr
+
+    assert f"Skipping unreadable image {image_folder / 'a' / 'corrupt.png'}" in result.stderr
+    assert "Validation accuracy: " in result.stdout
+    assert "Epoch 2/2" in result.stdout
+    metadata = json.loads((tmp_path / "models" / "tiny" / "1" / "metadata.json").read_text())
+    assert metadata["labels"] == ["a", "b"]
+    assert metadata["architecture"]["name"] == "inception_v2_seed"
+    assert metadata["training"]["params"]["epochs"] == 2
+    assert metadata["training"]["data"]["num_train"] + metadata["training"]["data"]["num_validation"] == 24
+    assert metadata["training"]["data"]["skipped_files"] == [str(image_folder / "a" / "corrupt.png")]
+    metrics = metadata["training"]["metrics"]
+    assert set(metrics["per_class_accuracy"]) == {"a", "b"}
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0
+    assert f"Exported {tmp_path / 'models' / 'tiny' / '1'}" in result.stdout
+    # The backup for resuming is removed once training has finished.
+    assert not (tmp_path / "checkpoint").exists()
+
+
+@pytest.mark.parametrize(
+    ("make_data", "extra", "message"),
+    [
+        (lambda root: root / "nope", [], "does not exist"),
+        (lambda root: write_image_folder(root, {"a": 4}), [], "Need at least 2 classes"),
+        (lambda root: root.mkdir() or root, [], "has no class subfolders"),
+        (
+            lambda root: write_image_folder(root, {"a": 4, "b": 4}),
+            ["--image-size", "0"],
+            "--image-size must be at least 1",
+        ),
+        (
+            lambda root: write_image_folder(root, {"a": 4, "b": 4}),
+            ["--arch", "inception_v2", "--image-size", "16"],
+            "at least 32x32 pixels",
+        ),
+    ],
+    ids=["missing-folder", "one-class", "empty-folder", "bad-size", "too-small-for-arch"],
+)
+def test_bad_input_gives_a_clear_message_and_no_traceback(tmp_path, make_data, extra, message):
+    data_dir = make_data(tmp_path / "data")
+    result = run_training(*quick_args(data_dir, tmp_path / "models", *extra), timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "models" / "tiny").exists() or not any((tmp_path / "models" / "tiny").iterdir())
+
+
+def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
+    data_dir = write_image_folder(tmp_path / "data", {"a": 12, "b": 12})
+    args = quick_args(data_dir, tmp_path / "models", "--epochs", "40", "--patience", "40")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "training", "train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    deadline = time.monotonic() + 120
+    # BackupAndRestore writes its first backup at the end of the first epoch.
+    while not any((tmp_path / "checkpoint").glob("*")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr
+    assert not (tmp_path / "models" / "tiny").exists() or not any((tmp_path / "models" / "tiny").iterdir())
+    interrupted_epoch = max(
+        int(line.split()[1].split("/")[0]) for line in stdout.splitlines() if line.startswith("Epoch ")
+    )
+
+    resumed = run_training(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    first_epoch = next(
+        int(line.split()[1].split("/")[0])
+        for line in resumed.stdout.splitlines()
+        if line.startswith("Epoch ")
+    )
+    assert 1 < first_epoch <= interrupted_epoch + 1
+    assert (tmp_path / "models" / "tiny" / "1" / "saved_model.pb").is_file()

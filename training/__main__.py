@@ -1,0 +1,80 @@
+"""Command line: `python -m training make-demo-data ...` and `python -m training train ...`."""
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+DEFAULTS_NOTE = (
+    "Defaults train the demo model to over 95% validation accuracy in a few minutes on 2 CPU cores."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.train import TrainConfig
+
+    defaults = TrainConfig(data_dir="")
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("make-demo-data", help="write a synthetic shapes dataset as class folders")
+    demo.add_argument("--out", required=True, help="folder to write <class>/<image>.jpg into")
+    demo.add_argument("--images-per-class", type=int, default=500)
+    demo.add_argument("--size", type=int, default=80, help="image side in pixels")
+    demo.add_argument("--seed", type=int, default=0, help="the same seed writes the same images")
+
+    train = commands.add_parser(
+        "train",
+        help="train on a folder of class subfolders and export the next model version",
+        description=DEFAULTS_NOTE,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train.add_argument("--data-dir", required=True, help="folder of <label>/<image> (JPEG, PNG, GIF, BMP)")
+    train.add_argument("--arch", choices=["inception_v2", "inception_v2_seed"], default=defaults.arch)
+    train.add_argument(
+        "--image-size", type=int, default=defaults.image_size, help="square input side in pixels"
+    )
+    train.add_argument("--epochs", type=int, default=defaults.epochs)
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    train.add_argument("--validation-split", type=float, default=defaults.validation_split)
+    train.add_argument(
+        "--patience", type=int, default=defaults.patience, help="early-stopping patience in epochs"
+    )
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--model-base-path", default=defaults.model_base_path, help="the model repository")
+    train.add_argument("--model-name", default=defaults.model_name)
+    train.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="where an interrupted run resumes from (default: checkpoints/<name>)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "make-demo-data":
+            from training.demo_data import make_demo_data
+
+            out = make_demo_data(args.out, args.images_per_class, args.size, args.seed)
+            print(f"Wrote {args.images_per_class} images per class into {out}")
+        else:
+            from training.train import TrainConfig, train
+
+            train(TrainConfig(**{k: v for k, v in vars(args).items() if k != "command"}))
+    except ValueError as error:  # DataError and argument checks: the message is the whole story
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "Interrupted; run the same command again to resume from the last finished epoch.", file=sys.stderr
+        )
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Read a folder of class subfolders into training and validation `tf.data` pipelines.
+
+The layout is `keras.utils.image_dataset_from_directory`'s (`DIR/<label>/<image>`), read with the
+same decode and resize. We list and check the files ourselves, because one unreadable image makes
+`image_dataset_from_directory` fail mid-epoch; here it is skipped up front with a warning naming it.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from training.preprocessing import IMAGE_EXTENSIONS, decode_and_resize, decode_image
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """The data folder cannot be trained on; the message says why."""
+
+
+@dataclass(frozen=True)
+class Split:
+    paths: list[str]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    class_names: list[str]
+    train: Split
+    validation: Split
+    skipped: list[str]
+
+    def summary(self) -> dict:
+        def counts(split: Split) -> dict[str, int]:
+            per_class = np.bincount(split.labels, minlength=len(self.class_names))
+            return {name: int(n) for name, n in zip(self.class_names, per_class, strict=True)}
+
+        return {
+            "num_train": len(self.train),
+            "num_validation": len(self.validation),
+            "train_per_class": counts(self.train),
+            "validation_per_class": counts(self.validation),
+            "skipped_files": self.skipped,
+        }
+
+
+def _is_readable(path: Path) -> bool:
+    """True when TensorFlow's decoder, the one training uses, can decode the file."""
+    try:
+        decode_image(tf.io.read_file(str(path)))
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.OutOfRangeError):
+        return False
+    return True
+
+
+def scan_image_folder(data_dir: str | Path, validation_split: float, seed: int) -> ImageFolder:
+    """List, check and split the images of `data_dir`, with a clear DataError when it can't be used."""
+    if not 0 < validation_split < 1:
+        raise DataError(f"--validation-split must be between 0 and 1. Received: {validation_split}")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"Data folder {root} does not exist or is not a folder.")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"Data folder {root} has no class subfolders; expected {root}/<label>/<image>.")
+
+    paths: list[str] = []
+    labels: list[int] = []
+    skipped: list[str] = []
+    class_names: list[str] = []
+    for class_dir in class_dirs:
+        files = sorted(
+            p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        )
+        readable = []
+        for path in files:
+            if _is_readable(path):
+                readable.append(str(path))
+            else:
+                log.warning("Skipping unreadable image %s", path)
+                skipped.append(str(path))
+        if readable:
+            labels.extend([len(class_names)] * len(readable))
+            class_names.append(class_dir.name)
+            paths.extend(readable)
+        else:
+            log.warning("Skipping class folder %s: it has no readable images", class_dir)
+
+    if not paths:
+        raise DataError(f"No readable images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}.")
+    if len(class_names) < 2:
+        raise DataError(
+            f"Need at least 2 classes with images to train a classifier; {root} has {len(class_names)}: "
+            f"{class_names}."
+        )
+
+    order = np.random.default_rng(seed).permutation(len(paths))
+    num_validation = max(1, round(len(paths) * validation_split))
+    if num_validation >= len(paths):
+        raise DataError(
+            f"{len(paths)} images are too few to hold out a validation split of {validation_split}."
+        )
+    shuffled_paths = [paths[i] for i in order]
+    shuffled_labels = [labels[i] for i in order]
+    return ImageFolder(
+        class_names=class_names,
+        train=Split(shuffled_paths[num_validation:], shuffled_labels[num_validation:]),
+        validation=Split(shuffled_paths[:num_validation], shuffled_labels[:num_validation]),
+        skipped=skipped,
+    )
+
+
+def make_dataset(
+    split: Split, image_size: tuple[int, int], batch_size: int, *, shuffle: bool, seed: int
+) -> tf.data.Dataset:
+    """Decoded, resized and batched (image, label) pairs, cached in memory after the first epoch."""
+
+    def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return decode_and_resize(tf.io.read_file(path), image_size), label
+
+    dataset = tf.data.Dataset.from_tensor_slices((split.paths, split.labels))
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    if shuffle:
+        dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
