@@ -1,0 +1,69 @@
+import subprocess
+
+from tests.deploy.conftest import tool
+from tests.deploy.manifests import (
+    COMPOSE_FILE,
+    compose_environment,
+    compose_healthcheck_command,
+    parse_healthcheck,
+    seconds,
+    stage_last,
+)
+
+SERVICES = ("inception-v2", "inception-v2-gpu")
+
+
+def test_compose_file_follows_the_compose_specification():
+    result = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_services_mount_the_model_repository_read_only(compose):
+    for name in SERVICES:
+        service = compose["services"][name]
+        assert service["build"]["target"] == "runtime"
+        assert service["volumes"] == [
+            {"type": "bind", "source": "./models", "target": "/models", "read_only": True}
+        ]
+        assert service["restart"] == "unless-stopped"
+        assert [port.rsplit(":", 1)[1] for port in service["ports"]] == ["8000"]
+
+
+def test_healthcheck_is_the_images_and_waits_for_the_model(compose, stages):
+    image = parse_healthcheck(stage_last(stages, "runtime", "HEALTHCHECK").arguments)
+    for name in SERVICES:
+        healthcheck = compose["services"][name]["healthcheck"]
+        assert compose_healthcheck_command(healthcheck["test"]) == image.command
+        for option in ("interval", "timeout", "start-period", "start-interval"):
+            assert seconds(healthcheck[option.replace("-", "_")]) == seconds(image.options[option]), option
+        assert healthcheck["retries"] == int(image.options["retries"])
+
+
+def test_stop_waits_for_the_drain(compose):
+    for name in SERVICES:
+        service = compose["services"][name]
+        assert service["stop_signal"] == "SIGTERM"
+        request_timeout = int(compose_environment(service, {})["REQUEST_TIMEOUT_MS"]) / 1000
+        assert seconds(service["stop_grace_period"]) > request_timeout + 10
+
+
+def test_train_profile_writes_the_next_version_into_models(compose):
+    train = compose["services"]["train"]
+    assert train["profiles"] == ["train"]
+    assert train["build"]["target"] == "trainer"
+    assert train["volumes"] == ["./models:/models"]
+    assert "user" in train, "as the host user, so the new version in ./models is the user's own"
+
+
+def test_gpu_profile_reserves_an_nvidia_device_and_installs_cuda(compose):
+    gpu = compose["services"]["inception-v2-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["build"]["args"]["TF_PACKAGE"] == "tensorflow[and-cuda]"
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    ports = {p.split(":", 1)[1] for name in SERVICES for p in compose["services"][name]["ports"]}
+    assert len(ports) == len(SERVICES), "each service publishes its own host port, so both can run"
