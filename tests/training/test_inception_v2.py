@@ -92,7 +92,7 @@ def test_seed_network_shapes_and_parameters():
 
 
 def test_seed_network_concatenates_each_towers_output():
-    """The notebook concatenated tower2_1, tower3_1 and tower4_1, dropping the 3x3s and the pool projection."""
+    """The notebook concatenated tower2_1, tower3_1 and tower4_1, dropping the 3x3s and pool projection."""
     model = inception_v2_seed()
     concat_inputs = [t._keras_history.operation.name for t in model.get_layer("concat_1").input]
     assert concat_inputs == ["tower1_1", "tower2_2", "tower3_3", "tower4_2"]
