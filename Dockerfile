@@ -13,10 +13,9 @@
 #   docker build --target runtime --build-arg TF_PACKAGE="tensorflow[and-cuda]" -t inception-v2-service:gpu .
 #   docker run --rm --gpus all -p 8000:8000 -v "$PWD/models:/models:ro" inception-v2-service:gpu
 #
-# Stopping: on SIGTERM the service fails /readyz and drains the requests it has admitted, which
-# takes at most REQUEST_TIMEOUT_MS plus one batch. `docker stop` waits only 10 s before SIGKILL:
-# use `docker stop -t 60`; docker-compose.yml sets stop_grace_period and deploy/k8s
-# terminationGracePeriodSeconds to the same budget.
+# Stopping: on SIGTERM the service fails /readyz and drains the requests it has admitted for at
+# most SHUTDOWN_TIMEOUT_S (30 s). `docker stop` waits only 10 s before SIGKILL: use `docker stop -t 60`;
+# docker-compose.yml (stop_grace_period) and deploy/k8s (terminationGracePeriodSeconds) allow 60 s.
 
 # Builder and runtime share this base, so the virtual environment is built by the Python that runs it.
 ARG PYTHON_IMAGE=python:3.11-slim

@@ -47,8 +47,8 @@ def test_stop_waits_for_the_drain(compose):
     for name in SERVICES:
         service = compose["services"][name]
         assert service["stop_signal"] == "SIGTERM"
-        request_timeout = int(compose_environment(service, {})["REQUEST_TIMEOUT_MS"]) / 1000
-        assert seconds(service["stop_grace_period"]) > request_timeout + 10
+        drain = float(compose_environment(service, {})["SHUTDOWN_TIMEOUT_S"])
+        assert seconds(service["stop_grace_period"]) > drain + 10
 
 
 def test_train_profile_writes_the_next_version_into_models(compose):
@@ -67,3 +67,16 @@ def test_gpu_profile_reserves_an_nvidia_device_and_installs_cuda(compose):
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     ports = {p.split(":", 1)[1] for name in SERVICES for p in compose["services"][name]["ports"]}
     assert len(ports) == len(SERVICES), "each service publishes its own host port, so both can run"
+
+
+def test_settings_are_the_services_own_at_its_defaults(compose):
+    from app.settings import Settings
+
+    for name in SERVICES:
+        declared = {key.lower() for key in compose["services"][name]["environment"]}
+        assert declared <= set(Settings.model_fields), "a misspelt setting would be silently ignored"
+        environment = compose_environment(compose["services"][name], {})
+        settings = Settings(**{key.lower(): value for key, value in environment.items()})
+        for key, value in environment.items():
+            default = Settings.model_fields[key.lower()].default
+            assert getattr(settings, key.lower()) == default, f"{key}={value} is not the default, {default}"

@@ -56,8 +56,7 @@ def test_grace_period_outlasts_the_endpoint_removal_and_the_drain(k8s):
     env = {item["name"]: item.get("value") for item in container(k8s)["env"]}
     pre_stop = container(k8s)["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    drain = int(env["REQUEST_TIMEOUT_MS"]) / 1000
-    assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + drain + 5
+    assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + float(env["SHUTDOWN_TIMEOUT_S"]) + 5
 
 
 def test_pods_run_as_the_images_user(k8s, stages):
@@ -87,3 +86,11 @@ def test_service_and_autoscaler_reach_the_deployment(k8s):
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME}
     assert 1 < hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
     assert k8s[f"PodDisruptionBudget/{NAME}"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_environment_holds_valid_service_settings(k8s):
+    from app.settings import Settings
+
+    env = container(k8s)["env"]
+    assert {item["name"].lower() for item in env} <= set(Settings.model_fields)
+    Settings(**{item["name"].lower(): item["value"] for item in env if "value" in item})
