@@ -24,7 +24,7 @@ class TrainConfig:
     data_dir: str
     arch: str = "inception_v2"
     image_size: int = 64
-    epochs: int = 10
+    epochs: int = 12
     batch_size: int = 32
     learning_rate: float = 1e-3
     validation_split: float = 0.2
