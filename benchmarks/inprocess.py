@@ -1,0 +1,71 @@
+"""The in-process limit: decode + resize + the model, with no server in the way.
+
+Decoding is plain Pillow (open, convert to RGB), resizing and the model are the SavedModel's own
+`resize_image` and `predict_pixels` signatures: the work the service cannot avoid doing per image.
+"""
+
+import io
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+
+@dataclass
+class InProcessResult:
+    batch1_ms: float  # median time for one image, decode to probabilities
+    images_per_second: dict[int, float]  # by batch size
+
+    @property
+    def best_batch_size(self) -> int:
+        return max(self.images_per_second, key=self.images_per_second.get)
+
+    @property
+    def best_images_per_second(self) -> float:
+        return self.images_per_second[self.best_batch_size]
+
+    def as_dict(self) -> dict:
+        return {
+            "batch1_ms": round(self.batch1_ms, 3),
+            "batch1_images_per_second": round(1000 / self.batch1_ms, 2),
+            "images_per_second_by_batch": {str(k): round(v, 2) for k, v in self.images_per_second.items()},
+            "best_batch_size": self.best_batch_size,
+            "best_images_per_second": round(self.best_images_per_second, 2),
+        }
+
+
+def measure_in_process(
+    version_dir: str, image_bytes: bytes, batch_sizes: list[int], seconds_per_size: float
+) -> InProcessResult:
+    loaded = tf.saved_model.load(version_dir)
+    resize = loaded.signatures["resize_image"]
+    predict = loaded.signatures["predict_pixels"]
+
+    def run(batch_size: int) -> None:
+        pixels = []
+        for _ in range(batch_size):
+            with Image.open(io.BytesIO(image_bytes)) as image:
+                rgb = np.asarray(image.convert("RGB"))
+            pixels.append(resize(image=tf.constant(rgb))["pixels"])
+        predict(pixels=tf.stack(pixels))["probabilities"].numpy()
+
+    throughput = {}
+    for batch_size in batch_sizes:
+        for _ in range(3):  # warm up this shape
+            run(batch_size)
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds_per_size:
+            run(batch_size)
+            count += batch_size
+        throughput[batch_size] = count / (time.perf_counter() - started)
+
+    single = []
+    deadline = time.perf_counter() + seconds_per_size
+    while time.perf_counter() < deadline or len(single) < 20:
+        started = time.perf_counter()
+        run(1)
+        single.append((time.perf_counter() - started) * 1000)
+    return InProcessResult(batch1_ms=statistics.median(single), images_per_second=throughput)
