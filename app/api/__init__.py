@@ -1,0 +1,1 @@
+"""HTTP: routes parse requests and shape responses; the runtime does the work."""

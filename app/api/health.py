@@ -1,0 +1,31 @@
+"""GET /healthz (liveness) and GET /readyz (readiness)."""
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from app.api.problems import PROBLEM_RESPONSES
+from app.errors import ModelNotReady
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    """The process is up (liveness) or ready for traffic (readiness)."""
+
+    status: str = Field(examples=["ready"])
+
+
+@router.get("/healthz")
+async def healthz() -> Health:
+    """Liveness: 200 while the process serves HTTP."""
+    return Health(status="alive")
+
+
+@router.get("/readyz", responses={503: PROBLEM_RESPONSES[503]})
+async def readyz(request: Request) -> Health:
+    """Readiness: 200 once the model is loaded and warmed up; 503 before, and once shutdown begins."""
+    if request.app.state.draining:
+        raise ModelNotReady("The service is shutting down")
+    if request.app.state.classifier is None:
+        raise ModelNotReady("The model is not loaded yet")
+    return Health(status="ready")

@@ -1,0 +1,121 @@
+"""POST /predict: classify uploaded images."""
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+
+from app.api.problems import PROBLEM_RESPONSES
+from app.errors import ModelNotReady, TooManyFiles
+from app.runtime.classifier import Classifier
+
+router = APIRouter(tags=["inference"])
+
+DEFAULT_TOP_K = 5
+
+
+class ModelRef(BaseModel):
+    """Which model answered."""
+
+    name: str = Field(examples=["inception_v2"])
+    version: int = Field(examples=[3])
+
+
+class Prediction(BaseModel):
+    """One label and its probability."""
+
+    label: str = Field(examples=["circle"])
+    index: int = Field(ge=0, description="The class index in the model's output.", examples=[0])
+    score: float = Field(ge=0, le=1, description="The model's probability for this label.", examples=[0.93])
+
+
+class FileResult(BaseModel):
+    """The most likely labels for one uploaded file, highest score first."""
+
+    filename: str = Field(examples=["cat.jpg"])
+    predictions: list[Prediction]
+
+
+class PredictResponse(BaseModel):
+    """One result per uploaded file, in upload order."""
+
+    model: ModelRef
+    results: list[FileResult]
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "model": {"name": "inception_v2", "version": 3},
+                    "results": [
+                        {
+                            "filename": "shape.png",
+                            "predictions": [
+                                {"label": "circle", "index": 0, "score": 0.93},
+                                {"label": "square", "index": 2, "score": 0.05},
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    }
+
+
+def get_classifier(request: Request) -> Classifier:
+    classifier: Classifier | None = request.app.state.classifier
+    if classifier is None:
+        raise ModelNotReady("The model is not loaded")
+    return classifier
+
+
+def top_predictions(probabilities: np.ndarray, labels: list[str], k: int) -> list[Prediction]:
+    """The `k` highest probabilities, highest first; ties in class order."""
+    best = np.argsort(-probabilities, kind="stable")[:k]
+    return [Prediction(label=labels[i], index=int(i), score=float(probabilities[i])) for i in best]
+
+
+@router.post("/predict", responses=PROBLEM_RESPONSES)
+async def predict(
+    classifier: Annotated[Classifier, Depends(get_classifier)],
+    file: Annotated[
+        list[UploadFile],
+        File(description="One or more images (JPEG, PNG, GIF, BMP or WebP), each a part named `file`."),
+    ],
+    top_k: Annotated[
+        int | None,
+        Query(
+            ge=1, description=f"Labels per image, at most the number of classes. Default: {DEFAULT_TOP_K}."
+        ),
+    ] = None,
+) -> PredictResponse:
+    """Classify each uploaded image: its most likely labels with their probabilities, highest first.
+
+    Try it: `curl -F file=@cat.jpg -F file=@dog.png 'http://127.0.0.1:8000/predict?top_k=3'`
+    """
+    labels = classifier.model.labels
+    if top_k is not None and top_k > len(labels):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", "top_k"),
+                    "msg": f"Input should be less than or equal to {len(labels)}, the number of classes",
+                    "type": "less_than_equal",
+                }
+            ]
+        )
+    if len(file) > classifier.settings.max_files:
+        raise TooManyFiles(
+            f"{len(file)} files in one request; the most allowed is {classifier.settings.max_files}"
+        )
+    k = top_k or min(DEFAULT_TOP_K, len(labels))
+    probabilities = await classifier.classify([(upload.filename or "", upload.file) for upload in file])
+    return PredictResponse(
+        model=ModelRef(name=classifier.model.name, version=classifier.model.version),
+        results=[
+            FileResult(filename=upload.filename or "", predictions=top_predictions(p, labels, k))
+            for upload, p in zip(file, probabilities, strict=True)
+        ],
+    )

@@ -1,0 +1,130 @@
+"""Every error as an RFC 9457 problem-details body, from handlers registered once on the app."""
+
+import re
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from app import errors
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:inception-v2-service:problem:"
+
+STATUS: dict[type[errors.ServiceError], int] = {
+    errors.UnsupportedImage: 415,
+    errors.ImageTooLarge: 413,
+    errors.InvalidImage: 422,
+    errors.TooManyFiles: 413,
+    errors.Overloaded: 503,
+    errors.RequestTimedOut: 503,
+    errors.ModelNotReady: 503,
+    errors.InferenceFailed: 500,
+}
+
+
+class FieldError(BaseModel):
+    """One invalid part of a request."""
+
+    loc: list[str | int] = Field(examples=[["query", "top_k"]])
+    msg: str = Field(examples=["Input should be greater than or equal to 1"])
+    type: str = Field(examples=["greater_than_equal"])
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: every error answer has this shape, as `application/problem+json`."""
+
+    type: str = Field(
+        description="A stable identifier of the kind of problem, or about:blank for plain HTTP errors.",
+        examples=[TYPE_PREFIX + "unsupported-image"],
+    )
+    title: str = Field(examples=["Unsupported image format"])
+    status: int = Field(examples=[415])
+    detail: str = Field(examples=["'notes.txt': not a JPEG, PNG, GIF, BMP or WebP image"])
+    filename: str | None = Field(None, description="The upload at fault, for image errors.")
+    errors: list[FieldError] | None = Field(
+        None, description="Each invalid field, for 422 validation errors."
+    )
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    type_: str = "about:blank",
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {"type": type_, "title": title or HTTPStatus(status).phrase, "status": status, "detail": detail}
+    body.update({key: value for key, value in extra.items() if value is not None})
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def problem_type(error_class: type[errors.ServiceError]) -> str:
+    """`UnsupportedImage` -> `urn:inception-v2-service:problem:unsupported-image`."""
+    return TYPE_PREFIX + re.sub(r"(?<!^)(?=[A-Z])", "-", error_class.__name__).lower()
+
+
+async def service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.ServiceError)
+    error_class = next(cls for cls in type(exc).__mro__ if cls in STATUS)
+    retry_after = getattr(exc, "retry_after_s", None)
+    return problem_response(
+        STATUS[error_class],
+        str(exc),
+        title=exc.title,
+        type_=problem_type(error_class),
+        headers={"Retry-After": str(retry_after)} if retry_after else None,
+        filename=getattr(exc, "filename", None),
+    )
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    fields = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    detail = "; ".join(f"{'.'.join(str(part) for part in f['loc'])}: {f['msg']}" for f in fields)
+    return problem_response(
+        422, detail, title="Invalid request", type_=TYPE_PREFIX + "invalid-request", errors=fields
+    )
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        detail = f"Nothing at {request.url.path}; see /docs for the endpoints"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    elif exc.status_code == 413:  # only the request body limit raises it
+        detail = (
+            f"The request body is over MAX_UPLOAD_BYTES ({request.app.state.settings.max_upload_bytes} bytes)"
+        )
+    else:
+        detail = str(exc.detail)
+    return problem_response(exc.status_code, detail, headers=exc.headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(500, "The server failed on this request; its log has the details")
+
+
+def register_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.ServiceError, service_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": description}
+    for status, description in {
+        413: "Body over MAX_UPLOAD_BYTES, an image over MAX_IMAGE_PIXELS, or more than MAX_FILES files",
+        415: "A file that is not a JPEG, PNG, GIF, BMP or WebP image",
+        422: "A truncated or corrupt image, no file, or an invalid parameter",
+        503: "Queue full, an image that waited past REQUEST_TIMEOUT_MS, or the model not ready (Retry-After)",
+    }.items()
+}

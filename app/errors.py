@@ -1,0 +1,69 @@
+"""What can go wrong, in the service's own terms: no HTTP here (`app/api/problems.py` maps these)."""
+
+
+class ServiceError(Exception):
+    """Base of the errors the service reports to its callers."""
+
+    title = "Service error"
+
+
+class ModelLoadError(ServiceError):
+    """The model repository holds no servable model at the configured place."""
+
+    title = "Model cannot be loaded"
+
+
+class InvalidImage(ServiceError):
+    """An upload that cannot be decoded: truncated or corrupt."""
+
+    title = "Invalid image"
+
+    def __init__(self, filename: str, detail: str) -> None:
+        super().__init__(f"{filename!r}: {detail}")
+        self.filename = filename
+        self.detail = detail
+
+
+class UnsupportedImage(InvalidImage):
+    """An upload that is not an image, or not in one of the supported formats."""
+
+    title = "Unsupported image format"
+
+
+class ImageTooLarge(InvalidImage):
+    """An image with more pixels than MAX_IMAGE_PIXELS, refused before its pixels are decoded."""
+
+    title = "Image too large"
+
+
+class TooManyFiles(ServiceError):
+    """More images in one request than MAX_FILES."""
+
+    title = "Too many files"
+
+
+class Overloaded(ServiceError):
+    """The queue of images waiting for the model is full."""
+
+    title = "Overloaded"
+    retry_after_s = 1
+
+
+class RequestTimedOut(ServiceError):
+    """An image waited longer than REQUEST_TIMEOUT_MS for the model."""
+
+    title = "Timed out waiting for the model"
+    retry_after_s = 1
+
+
+class ModelNotReady(ServiceError):
+    """The model is not loaded yet, or the service is shutting down."""
+
+    title = "Model not ready"
+    retry_after_s = 1
+
+
+class InferenceFailed(ServiceError):
+    """The model raised on a batch that held only this image."""
+
+    title = "Inference failed"

@@ -1,0 +1,101 @@
+"""The FastAPI app: `create_app(settings)`, and `app` for `uvicorn app.main:app`.
+
+Creating the app is cheap; the model is loaded and warmed up by the lifespan, before the server
+takes requests. If it cannot be loaded, the server logs one line naming the path and the problem
+and exits with a non-zero status.
+"""
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.logging import DefaultFormatter
+
+from app.api import health, metrics, model, predict
+from app.api.metrics import Metrics, MetricsMiddleware
+from app.api.problems import register_problem_handlers
+from app.errors import ModelLoadError
+from app.runtime.classifier import Classifier
+from app.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    classifier = await asyncio.to_thread(Classifier.start, settings, app.state.metrics.observe_batch)
+    app.state.metrics.watch(classifier)
+    app.state.classifier = classifier
+    logger.info("Ready to serve %s version %d", classifier.model.name, classifier.model.version)
+    try:
+        yield
+    finally:
+        app.state.draining = True
+        await asyncio.to_thread(classifier.close)
+        app.state.classifier = None
+
+
+class OneLineStartupFailure:
+    """Log a model that cannot be loaded as one line rather than a traceback.
+
+    Starlette reports a failed lifespan to the server with the whole traceback, which buries the
+    one thing an operator needs: which path, and what is wrong with it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_one_line(message: Message) -> None:
+            error = sys.exception()  # Starlette sends the failure while handling the exception
+            if message["type"] == "lifespan.startup.failed" and isinstance(error, ModelLoadError):
+                message = {**message, "message": f"Cannot serve the model: {error}"}
+            await send(message)
+
+        await self.app(scope, receive, send_one_line)
+
+
+def configure_logging(level: str) -> None:
+    """Give the `app` loggers uvicorn's look, whether run by `python -m app` or `uvicorn app.main:app`."""
+    app_logger = logging.getLogger("app")
+    app_logger.setLevel(level)
+    if not app_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+        app_logger.addHandler(handler)
+        app_logger.propagate = False
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service, configured by `settings` (default: from the environment)."""
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="Inception V2 image classifier",
+        summary="Classifies images with an Inception V2 SavedModel, batching concurrent requests.",
+        version="0.1.0",
+        lifespan=lifespan,
+        max_body_size=settings.max_upload_bytes,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics(settings.max_batch_size)
+    app.state.classifier = None
+    app.state.draining = False
+    register_problem_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(OneLineStartupFailure)
+    for router in (predict.router, model.router, health.router, metrics.router):
+        app.include_router(router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,1 @@
+"""The model runtime: loading, device placement, decoding, dynamic batching. Knows nothing of HTTP."""

@@ -1,0 +1,203 @@
+"""Dynamic batching: images of concurrent requests merged into batches for one inference thread.
+
+Requests are admitted up to MAX_QUEUE_SIZE images, then decode their images (elsewhere) and queue
+the pixels. The inference thread takes the queue in arrival order, so latency is fair under load.
+It starts a batch as soon as one of these holds:
+- the queue holds MAX_BATCH_SIZE images;
+- no admitted image is still being decoded: nothing else is on its way, so waiting would only
+  add latency (a lone client never waits for a batch to fill);
+- the oldest queued image has waited BATCH_TIMEOUT_MS.
+While a batch runs, new images queue up and form the next batch, so batches grow with the load.
+"""
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import groupby
+
+import numpy as np
+
+from app.errors import InferenceFailed, ModelNotReady, Overloaded, RequestTimedOut
+
+logger = logging.getLogger(__name__)
+
+Predict = Callable[[np.ndarray], np.ndarray]
+BatchObserver = Callable[[int, float], None]
+
+
+@dataclass(eq=False)
+class _Item:
+    pixels: np.ndarray
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    expires_at: float
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    """Runs `predict` on one thread over batches of queued images (see the module docstring)."""
+
+    def __init__(
+        self,
+        predict: Predict,
+        *,
+        max_batch_size: int,
+        batch_timeout_s: float,
+        max_queue_size: int,
+        request_timeout_s: float,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.batch_timeout_s = batch_timeout_s
+        self.max_queue_size = max_queue_size
+        self.request_timeout_s = request_timeout_s
+        self._on_batch = on_batch
+        self._condition = threading.Condition()
+        self._queue: deque[_Item] = deque()
+        self._incoming = 0  # admitted images not queued yet: still being decoded
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Images admitted and not yet in a batch (being decoded, or queued)."""
+        return len(self._queue) + self._incoming
+
+    @contextmanager
+    def admit(self, count: int) -> Iterator["Admission"]:
+        """Reserve room for `count` images, or raise `Overloaded`; the room is freed on exit."""
+        with self._condition:
+            if self._closing:
+                raise ModelNotReady("The service is shutting down")
+            if self.depth + count > self.max_queue_size:
+                raise Overloaded(
+                    f"{self.depth} images are waiting for the model; MAX_QUEUE_SIZE is {self.max_queue_size}"
+                )
+            self._incoming += count
+        admission = Admission(self, count, time.monotonic() + self.request_timeout_s)
+        try:
+            yield admission
+        finally:
+            self._release(admission.unqueued)
+
+    def close(self) -> None:
+        """Finish the images already queued, then stop the inference thread."""
+        with self._condition:
+            self._closing = True
+            self._condition.notify()
+        self._thread.join()
+
+    def _release(self, count: int) -> None:
+        if count:
+            with self._condition:
+                self._incoming -= count
+                self._condition.notify()
+
+    def _enqueue(self, items: list[_Item]) -> None:
+        with self._condition:
+            self._incoming -= len(items)
+            if self._closing:
+                for item in items:
+                    item.loop.call_soon_threadsafe(_resolve, [(item.future, ModelNotReady("Shutting down"))])
+                return
+            self._queue.extend(items)
+            self._condition.notify()
+
+    def _run(self) -> None:
+        while batch := self._next_batch():
+            self._infer(batch)
+
+    def _next_batch(self) -> list[_Item]:
+        """Wait for the next batch (see the module docstring); an empty list once closed and drained."""
+        with self._condition:
+            while True:
+                self._drop_stale()
+                if self._queue:
+                    wait = self._queue[0].queued_at + self.batch_timeout_s - time.monotonic()
+                    ready = len(self._queue) >= self.max_batch_size or not self._incoming or self._closing
+                    if ready or wait <= 0:
+                        count = min(len(self._queue), self.max_batch_size)
+                        return [self._queue.popleft() for _ in range(count)]
+                    self._condition.wait(wait)
+                elif self._closing:
+                    return []
+                else:
+                    self._condition.wait()
+
+    def _drop_stale(self) -> None:
+        """Drop queued images whose request is gone or that waited past REQUEST_TIMEOUT_MS."""
+        now = time.monotonic()
+        kept: deque[_Item] = deque()
+        expired = []
+        for item in self._queue:
+            if item.future.cancelled():
+                continue
+            if now > item.expires_at:
+                expired.append(item)
+            else:
+                kept.append(item)
+        self._queue = kept
+        if expired:
+            error = RequestTimedOut(
+                f"Waited over REQUEST_TIMEOUT_MS ({self.request_timeout_s * 1000:g} ms) for the model"
+            )
+            self._deliver(expired, [error] * len(expired))
+
+    def _infer(self, batch: list[_Item]) -> None:
+        start = time.perf_counter()
+        try:
+            probabilities = self._predict(np.stack([item.pixels for item in batch]))
+        except Exception:
+            if len(batch) > 1:  # find the image at fault; the others still get their answers
+                for item in batch:
+                    self._infer([item])
+                return
+            logger.exception("Inference failed on one image")
+            self._deliver(batch, [InferenceFailed("The model failed on this image; see the server log")])
+            return
+        if self._on_batch is not None:
+            self._on_batch(len(batch), time.perf_counter() - start)
+        self._deliver(batch, list(probabilities))
+
+    @staticmethod
+    def _deliver(items: list[_Item], outcomes: list) -> None:
+        """Hand results or errors to the requests' event loops, one wake-up per loop."""
+        pairs = zip(items, outcomes, strict=True)
+        for loop, group in groupby(pairs, key=lambda pair: pair[0].loop):
+            loop.call_soon_threadsafe(_resolve, [(item.future, outcome) for item, outcome in group])
+
+
+class Admission:
+    """Room reserved in the batcher for the images of one request."""
+
+    def __init__(self, batcher: Batcher, count: int, expires_at: float) -> None:
+        self._batcher = batcher
+        self.unqueued = count
+        self._expires_at = expires_at
+
+    async def predict(self, pixels: list[np.ndarray]) -> list[np.ndarray]:
+        """Queue the images' pixels and wait for their probabilities, in the same order."""
+        if len(pixels) > self.unqueued:
+            raise ValueError(f"{len(pixels)} images for {self.unqueued} admitted")
+        loop = asyncio.get_running_loop()
+        items = [_Item(p, loop.create_future(), loop, self._expires_at) for p in pixels]
+        self._batcher._enqueue(items)
+        self.unqueued -= len(items)
+        return list(await asyncio.gather(*(item.future for item in items)))
+
+
+def _resolve(outcomes: list[tuple[asyncio.Future, object]]) -> None:
+    for future, outcome in outcomes:
+        if future.done():  # the request was cancelled (client gone)
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

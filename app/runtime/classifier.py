@@ -1,0 +1,87 @@
+"""The runtime as one object: a loaded model behind the batcher, with a pool of image decoders."""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO
+
+import numpy as np
+
+from app.runtime.batcher import Batcher, BatchObserver
+from app.runtime.images import decode_image
+from app.runtime.model import Model, load_model
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Upload = tuple[str, BinaryIO]  # filename, file
+
+
+class Classifier:
+    """Turns uploaded images into class probabilities, batching concurrent requests."""
+
+    def __init__(self, model: Model, settings: Settings, on_batch: BatchObserver | None = None) -> None:
+        self.model = model
+        self.settings = settings
+        self._decoders = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self.batcher = Batcher(
+            model.predict,
+            max_batch_size=settings.max_batch_size,
+            batch_timeout_s=settings.batch_timeout_ms / 1000,
+            max_queue_size=settings.max_queue_size,
+            request_timeout_s=settings.request_timeout_ms / 1000,
+            on_batch=on_batch,
+        )
+
+    @classmethod
+    def start(cls, settings: Settings, on_batch: BatchObserver | None = None) -> "Classifier":
+        """Load and warm up the configured model; raises `ModelLoadError` when it cannot be served."""
+        model = load_model(
+            settings.model_base_path,
+            settings.model_name,
+            settings.model_version,
+            gpu_memory_limit_mb=settings.gpu_memory_limit_mb,
+            intra_op_threads=settings.intra_op_threads,
+            inter_op_threads=settings.inter_op_threads,
+        )
+        logger.info(
+            "Loaded model %s version %d from %s on %s in %.2f s",
+            model.name,
+            model.version,
+            model.path,
+            model.device,
+            model.load_seconds,
+        )
+        model.warm_up(list(range(1, settings.max_batch_size + 1)))
+        logger.info(
+            "Warmed up at batch sizes 1 to %d in %.2f s", settings.max_batch_size, model.warmup_seconds
+        )
+        return cls(model, settings, on_batch)
+
+    async def classify(self, uploads: Sequence[Upload]) -> list[np.ndarray]:
+        """Probabilities for each upload, in order; raises the first bad upload's error, in upload order.
+
+        Raises `Overloaded` when the queue has no room, `RequestTimedOut` when an image waited
+        too long, and an `InvalidImage` for an upload that cannot be decoded.
+        """
+        with self.batcher.admit(len(uploads)) as admission:
+            loop = asyncio.get_running_loop()
+            decoded = await asyncio.gather(
+                *(loop.run_in_executor(self._decoders, self._prepare, upload) for upload in uploads),
+                return_exceptions=True,
+            )
+            for outcome in decoded:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            return await admission.predict(decoded)
+
+    def _prepare(self, upload: Upload) -> np.ndarray:
+        """Decode and resize one upload (on a decoder thread): the model's input pixels."""
+        filename, file = upload
+        return self.model.resize(decode_image(file, filename, self.settings.max_image_pixels))
+
+    def close(self) -> None:
+        """Finish the queued images, then stop the threads."""
+        self.batcher.close()
+        self._decoders.shutdown()

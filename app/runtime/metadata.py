@@ -1,0 +1,57 @@
+"""The `metadata.json` that the exporter writes beside each SavedModel version."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class InputSpec(BaseModel):
+    """The size the model's own resize produces."""
+
+    height: int = Field(ge=1, examples=[128])
+    width: int = Field(ge=1, examples=[128])
+
+
+class LayerSummary(BaseModel):
+    """One Keras layer."""
+
+    name: str = Field(examples=["Mixed_3b"])
+    type: str = Field(examples=["Concatenate"])
+    output_shape: list[int | None] = Field(examples=[[28, 28, 256]])
+    params: int = Field(ge=0, examples=[0])
+
+
+class Architecture(BaseModel):
+    """The network: its input, classes, parameter counts and layers."""
+
+    name: str = Field(examples=["inception_v2"])
+    input_shape: list[int] = Field(examples=[[128, 128, 3]])
+    num_classes: int = Field(ge=1, examples=[5])
+    total_params: int = Field(ge=0, examples=[10_200_000])
+    trainable_params: int = Field(ge=0, examples=[10_180_000])
+    layers: list[LayerSummary]
+
+
+class ModelMetadata(BaseModel):
+    """What the service needs from `metadata.json`; other keys are kept and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    version: int
+    created_at: datetime
+    labels: list[str] = Field(min_length=1)
+    input: InputSpec
+    architecture: Architecture
+    signatures: dict[str, Any]
+    training: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _one_label_per_class(self) -> "ModelMetadata":
+        if len(self.labels) != self.architecture.num_classes:
+            raise ValueError(
+                f"{len(self.labels)} labels for {self.architecture.num_classes} classes "
+                "(architecture.num_classes)"
+            )
+        return self

@@ -1,0 +1,154 @@
+"""Find a model version in the repository, load it onto the GPU when there is one, and warm it up."""
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from pydantic import ValidationError
+
+from app.errors import ModelLoadError
+from app.runtime.metadata import ModelMetadata
+
+logger = logging.getLogger(__name__)
+
+METADATA_FILE = "metadata.json"
+SIGNATURES = ("predict_pixels", "resize_image")
+
+
+@dataclass
+class Model:
+    """A loaded model version and the two signatures the service calls."""
+
+    path: Path
+    metadata: ModelMetadata
+    device: str
+    load_seconds: float
+    saved_model: Any = field(repr=False)
+    warmup_seconds: float = 0.0
+    warmup_batch_sizes: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._resize = self.saved_model.signatures["resize_image"]
+        self._predict = self.saved_model.signatures["predict_pixels"]
+
+    @property
+    def name(self) -> str:
+        """The name it is served under: its folder in the repository."""
+        return self.path.parent.name
+
+    @property
+    def version(self) -> int:
+        return int(self.path.name)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.metadata.labels
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """uint8 RGB [h, w, 3] -> float32 [height, width, 3]: the SavedModel's resize, as in training."""
+        return self._resize(image=image)["pixels"].numpy()
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 [batch, height, width, 3] in 0..255 -> probabilities [batch, classes]."""
+        return self._predict(pixels=pixels)["probabilities"].numpy()
+
+    def warm_up(self, batch_sizes: list[int]) -> None:
+        """Run every batch size the batcher can form once, so no request pays for a first call."""
+        start = time.perf_counter()
+        size = self.metadata.input
+        self.resize(np.zeros((size.height + 1, size.width + 1, 3), np.uint8))
+        pixels = np.zeros((max(batch_sizes), size.height, size.width, 3), np.float32)
+        for batch_size in batch_sizes:
+            probabilities = self.predict(pixels[:batch_size])
+            if probabilities.shape != (batch_size, len(self.labels)):
+                raise ModelLoadError(
+                    f"{self.path}: the model gives probabilities of shape {list(probabilities.shape[1:])} "
+                    f"per image, but {METADATA_FILE} lists {len(self.labels)} labels"
+                )
+        self.warmup_seconds = time.perf_counter() - start
+        self.warmup_batch_sizes = list(batch_sizes)
+
+
+def find_version(base_path: Path, name: str, version: int | None) -> Path:
+    """The folder of `version` of model `name` (TF Serving's layout), by default the highest version."""
+    model_dir = base_path / name
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"{model_dir}: no such folder (MODEL_BASE_PATH/MODEL_NAME); train a model first")
+    versions = {int(p.name): p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()}
+    if not versions:
+        raise ModelLoadError(
+            f"{model_dir}: no model versions in it (numbered folders such as {model_dir / '1'})"
+        )
+    if version is None:
+        return versions[max(versions)]
+    if version not in versions:
+        present = ", ".join(str(v) for v in sorted(versions))
+        raise ModelLoadError(
+            f"{model_dir / str(version)}: no such version (MODEL_VERSION); present: {present}"
+        )
+    return versions[version]
+
+
+def read_metadata(version_dir: Path) -> ModelMetadata:
+    file = version_dir / METADATA_FILE
+    try:
+        return ModelMetadata.model_validate_json(file.read_bytes())
+    except FileNotFoundError:
+        raise ModelLoadError(
+            f"{file}: missing; every version needs the metadata its exporter writes"
+        ) from None
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise ModelLoadError(f"{file}: {where + ': ' if where else ''}{error['msg']}") from None
+
+
+def place_on_device(gpu_memory_limit_mb: int | None, intra_op_threads: int, inter_op_threads: int) -> str:
+    """Apply the threading and GPU memory settings; return the device the model will run on."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+        for gpu in tf.config.list_physical_devices("GPU"):
+            # TensorFlow takes either growth or a fixed cap per GPU, not both.
+            if gpu_memory_limit_mb is None:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            else:
+                limit = tf.config.LogicalDeviceConfiguration(memory_limit=gpu_memory_limit_mb)
+                tf.config.set_logical_device_configuration(gpu, [limit])
+    except RuntimeError as exc:  # TensorFlow already ran in this process (tests load several apps)
+        logger.warning(
+            "TensorFlow was initialised before: threading and GPU settings left as they were (%s)", exc
+        )
+    return "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
+
+
+def load_model(
+    base_path: Path,
+    name: str,
+    version: int | None = None,
+    *,
+    gpu_memory_limit_mb: int | None = None,
+    intra_op_threads: int = 0,
+    inter_op_threads: int = 0,
+) -> Model:
+    """Load a version of a model, or raise `ModelLoadError` naming the path and what is wrong."""
+    path = find_version(base_path, name, version)
+    if not (path / "saved_model.pb").is_file():
+        raise ModelLoadError(f"{path}: no saved_model.pb in it; the version is empty or incomplete")
+    metadata = read_metadata(path)
+    device = place_on_device(gpu_memory_limit_mb, intra_op_threads, inter_op_threads)
+    start = time.perf_counter()
+    try:
+        with tf.device(device):
+            saved_model = tf.saved_model.load(str(path))
+    except Exception as exc:  # whatever TensorFlow raises, the files are not a SavedModel it can run
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{path}: not a loadable SavedModel ({first_line})") from exc
+    missing = [signature for signature in SIGNATURES if signature not in saved_model.signatures]
+    if missing:
+        raise ModelLoadError(f"{path}: the SavedModel lacks the signature(s) {', '.join(missing)}")
+    return Model(path, metadata, device, time.perf_counter() - start, saved_model)

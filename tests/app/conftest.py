@@ -1,0 +1,48 @@
+"""The service under test: settings for the session's tiny model, a shared client, and test images."""
+
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import MODEL_NAME
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def noise(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Random RGB pixels: every model input different, and images that compress badly (large files)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def png(width: int = 40, height: int = 30, seed: int = 0) -> bytes:
+    return encode(noise(width, height, seed))
+
+
+@pytest.fixture(scope="session")
+def make_settings(model_repository: Path) -> Callable[..., Settings]:
+    """Settings serving the session's model, with any field overridden."""
+
+    def make(**overrides) -> Settings:
+        defaults = {"model_base_path": model_repository, "model_name": MODEL_NAME, "max_batch_size": 8}
+        return Settings(**(defaults | overrides))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def client(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
+    """One app with default limits, shared by the tests that do not need settings of their own."""
+    with TestClient(create_app(make_settings())) as client:
+        yield client
