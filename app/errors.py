@@ -13,6 +13,12 @@ class ModelLoadError(ServiceError):
     title = "Model cannot be loaded"
 
 
+class PayloadTooLarge(ServiceError):
+    """A request body larger than MAX_UPLOAD_BYTES, refused before it is read."""
+
+    title = "Request body too large"
+
+
 class InvalidImage(ServiceError):
     """An upload that cannot be decoded: truncated or corrupt."""
 

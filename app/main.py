@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.logging import DefaultFormatter
 
 from app.api import health, metrics, model, predict
+from app.api.body_limit import RequestBodyLimit
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.problems import register_problem_handlers
 from app.errors import ModelLoadError
@@ -84,14 +85,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Classifies images with an Inception V2 SavedModel, batching concurrent requests.",
         version="0.1.0",
         lifespan=lifespan,
-        max_body_size=settings.max_upload_bytes,
     )
     app.state.settings = settings
     app.state.metrics = Metrics(settings.max_batch_size)
     app.state.classifier = None
     app.state.draining = False
     register_problem_handlers(app)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestBodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outside: it sees the 413s too
     app.add_middleware(OneLineStartupFailure)
     for router in (predict.router, model.router, health.router, metrics.router):
         app.include_router(router)

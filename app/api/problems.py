@@ -16,6 +16,7 @@ PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:inception-v2-service:problem:"
 
 STATUS: dict[type[errors.ServiceError], int] = {
+    errors.PayloadTooLarge: 413,
     errors.UnsupportedImage: 415,
     errors.ImageTooLarge: 413,
     errors.InvalidImage: 422,

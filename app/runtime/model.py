@@ -110,8 +110,10 @@ def read_metadata(version_dir: Path) -> ModelMetadata:
 def place_on_device(gpu_memory_limit_mb: int | None, intra_op_threads: int, inter_op_threads: int) -> str:
     """Apply the threading and GPU memory settings; return the device the model will run on."""
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+        if intra_op_threads:  # 0 leaves TensorFlow's choice
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        if inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
         for gpu in tf.config.list_physical_devices("GPU"):
             # TensorFlow takes either growth or a fixed cap per GPU, not both.
             if gpu_memory_limit_mb is None:

@@ -46,3 +46,24 @@ def client(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
     """One app with default limits, shared by the tests that do not need settings of their own."""
     with TestClient(create_app(make_settings())) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def serving_default(model_repository: Path) -> Callable[[bytes], np.ndarray]:
+    """The SavedModel's own path from encoded image to probabilities, as TF Serving would run it."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(model_repository / MODEL_NAME / "1")).signatures["serving_default"]
+    return lambda data: signature(image_bytes=tf.constant([data]))["probabilities"].numpy()[0]
+
+
+def files(*uploads: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes]]]:
+    """Multipart parts named `file`, as `curl -F file=@a.png -F file=@b.png` sends them."""
+    return [("file", (name, data)) for name, data in uploads]
+
+
+def problem(response, status: int, type_: str, title: str, detail: str, **extra) -> None:
+    """Assert an RFC 9457 problem body, exactly."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {"type": type_, "title": title, "status": status, "detail": detail, **extra}

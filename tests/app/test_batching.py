@@ -1,0 +1,205 @@
+"""The dynamic batcher, driven from an event loop as the routes drive it, over the real model."""
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from app.errors import InferenceFailed, ModelNotReady, Overloaded, RequestTimedOut
+from app.runtime.batcher import Batcher
+from app.runtime.model import Model, load_model
+from tests.conftest import IMAGE_SIZE, MODEL_NAME
+
+
+@pytest.fixture(scope="module")
+def model(model_repository) -> Model:
+    return load_model(model_repository, MODEL_NAME)
+
+
+class Recorder:
+    """The model's predict, noting which images (by their constant pixel value) each batch held.
+
+    Clearing `open` holds the inference thread before its next batch, as a slow model would.
+    """
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.batches: list[list[int]] = []
+        self.open = threading.Event()
+        self.open.set()
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        self.open.wait(timeout=5)
+        self.batches.append([int(image[0, 0, 0]) for image in pixels])
+        return self.model.predict(pixels)
+
+
+def image(value: int) -> np.ndarray:
+    return np.full((IMAGE_SIZE, IMAGE_SIZE, 3), value, np.float32)
+
+
+@pytest.fixture
+def recorder(model) -> Recorder:
+    return Recorder(model)
+
+
+@pytest.fixture
+def make_batcher(recorder) -> Iterator:
+    batchers = []
+
+    def make(**options) -> Batcher:
+        settings = {
+            "max_batch_size": 8,
+            "batch_timeout_s": 1.0,
+            "max_queue_size": 64,
+            "request_timeout_s": 10.0,
+        }
+        batcher = Batcher(recorder, **(settings | options))
+        batchers.append(batcher)
+        return batcher
+
+    yield make
+    for batcher in batchers:
+        batcher.close()
+
+
+async def predict_one(batcher: Batcher, pixels: np.ndarray) -> np.ndarray:
+    with batcher.admit(1) as admission:
+        (probabilities,) = await admission.predict([pixels])
+        return probabilities
+
+
+def test_a_lone_image_runs_at_once_without_waiting_for_the_batch_timeout(make_batcher, recorder, model):
+    batcher = make_batcher(batch_timeout_s=5.0)
+
+    start = time.perf_counter()
+    probabilities = asyncio.run(predict_one(batcher, image(7)))
+
+    assert time.perf_counter() - start < 1.0
+    assert recorder.batches == [[7]]
+    np.testing.assert_allclose(probabilities, model.predict(image(7)[np.newaxis])[0], atol=1e-6)
+
+
+def test_concurrent_requests_share_batches_in_arrival_order(make_batcher, recorder, model):
+    batcher = make_batcher(max_batch_size=8)
+    values = list(range(20))
+
+    async def run() -> list[np.ndarray]:
+        return await asyncio.gather(*(predict_one(batcher, image(v)) for v in values))
+
+    results = asyncio.run(run())
+
+    assert max(len(batch) for batch in recorder.batches) > 1
+    assert all(len(batch) <= 8 for batch in recorder.batches)
+    assert [v for batch in recorder.batches for v in batch] == values  # first in, first out
+    expected = model.predict(np.stack([image(v) for v in values]))
+    np.testing.assert_allclose(np.stack(results), expected, atol=1e-5)
+
+
+def test_images_still_being_decoded_are_waited_for_up_to_the_batch_timeout(make_batcher, recorder):
+    batcher = make_batcher(batch_timeout_s=0.2)
+
+    async def run() -> float:
+        with batcher.admit(2) as admission:  # two admitted, only one arrives
+            start = time.perf_counter()
+            await admission.predict([image(1)])
+            return time.perf_counter() - start
+
+    waited = asyncio.run(run())
+
+    assert 0.2 <= waited < 1.0
+    assert recorder.batches == [[1]]
+
+
+def test_a_request_whose_images_all_arrive_is_not_kept_waiting(make_batcher, recorder):
+    batcher = make_batcher(batch_timeout_s=5.0)
+
+    async def run() -> None:
+        with batcher.admit(3) as admission:
+            await admission.predict([image(1), image(2), image(3)])
+
+    start = time.perf_counter()
+    asyncio.run(run())
+
+    assert time.perf_counter() - start < 1.0
+    assert recorder.batches == [[1, 2, 3]]
+
+
+def test_one_bad_image_does_not_fail_the_others_in_its_batch(make_batcher, recorder):
+    batcher = make_batcher()
+    wrong_shape = np.full((IMAGE_SIZE + 1, IMAGE_SIZE, 3), 2, np.float32)
+
+    async def run() -> list:
+        with batcher.admit(1) as a, batcher.admit(1) as b, batcher.admit(1) as c:
+            # All three are admitted before any arrives, so they form one batch.
+            return await asyncio.gather(
+                a.predict([image(1)]), b.predict([wrong_shape]), c.predict([image(3)]), return_exceptions=True
+            )
+
+    first, second, third = asyncio.run(run())
+
+    assert isinstance(second, InferenceFailed)
+    assert first[0].shape == third[0].shape == (3,)
+    assert recorder.batches == [[1], [2], [3]]  # the batch could not be formed; each image ran alone
+
+
+def test_a_full_queue_refuses_new_requests(make_batcher):
+    batcher = make_batcher(max_queue_size=4)
+
+    with batcher.admit(3):
+        message = "3 images are waiting for the model; MAX_QUEUE_SIZE is 4"
+        with pytest.raises(Overloaded, match=message), batcher.admit(2):
+            pass
+        with batcher.admit(1):
+            assert batcher.depth == 4
+    assert batcher.depth == 0
+
+
+def test_an_image_that_waited_past_the_request_timeout_is_dropped(make_batcher, recorder):
+    batcher = make_batcher(request_timeout_s=0.05, batch_timeout_s=0.0)
+
+    async def run() -> None:
+        with batcher.admit(1) as admission:
+            await asyncio.sleep(0.1)  # as if decoding took that long
+            await admission.predict([image(1)])
+
+    with pytest.raises(RequestTimedOut, match="Waited over REQUEST_TIMEOUT_MS \\(50 ms\\)"):
+        asyncio.run(run())
+    assert recorder.batches == []  # the model never spent time on it
+
+
+def test_images_of_a_cancelled_request_are_skipped(make_batcher, recorder):
+    batcher = make_batcher()
+    recorder.open.clear()
+
+    async def run() -> None:
+        blocking = asyncio.ensure_future(predict_one(batcher, image(1)))
+        await asyncio.sleep(0.1)  # the inference thread now holds image 1
+        abandoned = asyncio.ensure_future(predict_one(batcher, image(2)))
+        await asyncio.sleep(0.05)
+        abandoned.cancel()  # as when its client disconnects
+        recorder.open.set()
+        await blocking
+        await predict_one(batcher, image(3))
+
+    asyncio.run(run())
+
+    assert recorder.batches == [[1], [3]]
+
+
+def test_close_finishes_queued_images_then_refuses_new_ones(make_batcher, recorder):
+    batcher = make_batcher()
+
+    async def run() -> np.ndarray:
+        task = asyncio.ensure_future(predict_one(batcher, image(5)))
+        await asyncio.sleep(0)
+        await asyncio.to_thread(batcher.close)
+        return await task
+
+    assert asyncio.run(run()).shape == (3,)
+    assert recorder.batches == [[5]]
+    with pytest.raises(ModelNotReady), batcher.admit(1):
+        pass

@@ -1,0 +1,108 @@
+"""Every limit of the issue, each refused with its status and problem body."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from tests.app.conftest import files, png, problem
+
+URN = "urn:inception-v2-service:problem:"
+
+
+@pytest.fixture(scope="module")
+def limited(make_settings):
+    settings = make_settings(max_upload_bytes=20_000, max_image_pixels=1000, max_files=2, max_queue_size=4)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_a_body_over_max_upload_bytes_is_refused(limited):
+    response = limited.post("/predict", files=files(("big.png", b"\0" * 20_001)))
+
+    problem(
+        response,
+        413,
+        URN + "payload-too-large",
+        "Request body too large",
+        "The request body is over MAX_UPLOAD_BYTES (20000 bytes)",
+    )
+    assert response.headers["connection"] == "close"
+
+
+def test_a_chunked_body_over_max_upload_bytes_is_refused(limited):
+    def chunks():
+        yield b"--x\r\nContent-Disposition: form-data; name=file; filename=a.png\r\n\r\n"
+        for _ in range(30):
+            yield b"\0" * 1000
+
+    response = limited.post(
+        "/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+
+    assert "content-length" not in response.request.headers
+    problem(
+        response,
+        413,
+        URN + "payload-too-large",
+        "Request body too large",
+        "The request body is over MAX_UPLOAD_BYTES (20000 bytes)",
+    )
+    assert response.headers["connection"] == "close"
+
+
+def test_an_image_over_max_image_pixels_is_refused_and_named(limited):
+    response = limited.post("/predict", files=files(("small.png", png(10, 10)), ("big.png", png(40, 30))))
+
+    problem(
+        response,
+        413,
+        URN + "image-too-large",
+        "Image too large",
+        "'big.png': 40x30 is 1200 pixels, over MAX_IMAGE_PIXELS (1000)",
+        filename="big.png",
+    )
+
+
+def test_more_files_than_max_files_is_refused(limited):
+    response = limited.post("/predict", files=files(*[(f"{i}.png", png(10, 10)) for i in range(3)]))
+
+    problem(
+        response,
+        413,
+        URN + "too-many-files",
+        "Too many files",
+        "3 files in one request; the most allowed is 2",
+    )
+
+
+def test_a_full_queue_answers_503_with_retry_after(limited):
+    with limited.app.state.classifier.batcher.admit(3):  # three images already waiting, room for one
+        response = limited.post("/predict", files=files(("a.png", png(10, 10)), ("b.png", png(10, 10))))
+        room_for_one = limited.post("/predict", files=files(("a.png", png(10, 10))))
+
+    problem(
+        response,
+        503,
+        URN + "overloaded",
+        "Overloaded",
+        "3 images are waiting for the model; MAX_QUEUE_SIZE is 4",
+    )
+    assert response.headers["retry-after"] == "1"
+    assert room_for_one.status_code == 200
+
+
+def test_an_image_that_waited_past_request_timeout_ms_answers_503(make_settings):
+    settings = make_settings(request_timeout_ms=1, batch_timeout_ms=0)
+
+    with TestClient(create_app(settings)) as client:
+        # Decoding and resizing a megapixel PNG alone takes longer than a millisecond.
+        response = client.post("/predict", files=files(("large.png", png(1000, 1000))))
+
+    problem(
+        response,
+        503,
+        URN + "request-timed-out",
+        "Timed out waiting for the model",
+        "Waited over REQUEST_TIMEOUT_MS (1 ms) for the model",
+    )
+    assert response.headers["retry-after"] == "1"
