@@ -18,7 +18,7 @@ from uvicorn.logging import DefaultFormatter
 from app.api import health, metrics, model, predict
 from app.api.body_limit import RequestBodyLimit
 from app.api.metrics import Metrics, MetricsMiddleware
-from app.api.problems import register_problem_handlers
+from app.api.problems import document_problems, register_problem_handlers
 from app.errors import ModelLoadError
 from app.runtime.classifier import Classifier
 from app.settings import Settings, load_settings
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(OneLineStartupFailure)
     for router in (predict.router, model.router, health.router, metrics.router):
         app.include_router(router)
+    document_problems(app)
     return app
 
 

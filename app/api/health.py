@@ -15,13 +15,13 @@ class Health(BaseModel):
     status: str = Field(examples=["ready"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", summary="Liveness")
 async def healthz() -> Health:
     """Liveness: 200 while the process serves HTTP."""
     return Health(status="alive")
 
 
-@router.get("/readyz", responses={503: PROBLEM_RESPONSES[503]})
+@router.get("/readyz", summary="Readiness", responses={503: PROBLEM_RESPONSES[503]})
 async def readyz(request: Request) -> Health:
     """Readiness: 200 once the model is loaded and warmed up; 503 before, and once shutdown begins."""
     if request.app.state.draining:

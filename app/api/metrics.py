@@ -96,6 +96,7 @@ class MetricsMiddleware:
 
 @router.get(
     "/metrics",
+    summary="Prometheus metrics",
     response_class=Response,
     responses={
         200: {

@@ -44,7 +44,7 @@ class ModelInfo(BaseModel):
     runtime: RuntimeInfo
 
 
-@router.get("/model", responses={503: PROBLEM_RESPONSES[503]})
+@router.get("/model", summary="Describe the model", responses={503: PROBLEM_RESPONSES[503]})
 async def model_info(classifier: Annotated[Classifier, Depends(get_classifier)]) -> ModelInfo:
     """Describe the served model: labels, architecture with every layer, training summary, runtime."""
     model, settings = classifier.model, classifier.settings

@@ -77,7 +77,7 @@ def top_predictions(probabilities: np.ndarray, labels: list[str], k: int) -> lis
     return [Prediction(label=labels[i], index=int(i), score=float(probabilities[i])) for i in best]
 
 
-@router.post("/predict", responses=PROBLEM_RESPONSES)
+@router.post("/predict", summary="Classify images", responses=PROBLEM_RESPONSES)
 async def predict(
     classifier: Annotated[Classifier, Depends(get_classifier)],
     file: Annotated[

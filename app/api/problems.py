@@ -121,7 +121,7 @@ def register_problem_handlers(app: FastAPI) -> None:
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": description}
+    status: {"model": Problem, "description": description}
     for status, description in {
         413: "Body over MAX_UPLOAD_BYTES, an image over MAX_IMAGE_PIXELS, or more than MAX_FILES files",
         415: "A file that is not a JPEG, PNG, GIF, BMP or WebP image",
@@ -129,3 +129,23 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         503: "Queue full, an image that waited past REQUEST_TIMEOUT_MS, or the model not ready (Retry-After)",
     }.items()
 }
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI schema say what the handlers send: errors as `application/problem+json`.
+
+    FastAPI documents every response model as `application/json`.
+    """
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = default_openapi()
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if status[0] in "45" and "application/json" in content:
+                        content[PROBLEM_JSON] = content.pop("application/json")
+        return schema
+
+    app.openapi = openapi

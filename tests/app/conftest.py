@@ -13,6 +13,8 @@ from app.main import create_app
 from app.settings import Settings
 from tests.conftest import MODEL_NAME
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
     buffer = io.BytesIO()

@@ -1,0 +1,82 @@
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.main import create_app
+from tests.app.conftest import files, png
+
+
+def samples(client: TestClient) -> dict[tuple, float]:
+    """Every sample of /metrics, keyed by (name, sorted labels)."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def batch_sizes(metrics: dict[tuple, float]) -> tuple[float, float]:
+    """How many model calls, and how many images they held."""
+    return metrics[("inference_batch_size_count", ())], metrics[("inference_batch_size_sum", ())]
+
+
+@pytest.fixture
+def fresh(make_settings):
+    with TestClient(create_app(make_settings(batch_timeout_ms=500))) as client:
+        yield client
+
+
+def test_requests_are_counted_and_timed_by_route_template_and_status(fresh):
+    fresh.post("/predict", files=files(("a.png", png())))
+    fresh.post("/predict", files=files(("a.txt", b"text")))
+    fresh.get("/no/such/page")
+
+    metrics = samples(fresh)
+
+    ok = (("method", "POST"), ("route", "/predict"), ("status", "200"))
+    assert metrics[("http_requests_total", ok)] == 1
+    assert (
+        metrics[("http_requests_total", (("method", "POST"), ("route", "/predict"), ("status", "415")))] == 1
+    )
+    assert (
+        metrics[("http_requests_total", (("method", "GET"), ("route", "unmatched"), ("status", "404")))] == 1
+    )
+    assert metrics[("http_request_duration_seconds_count", ok)] == 1
+    assert metrics[("http_request_duration_seconds_sum", ok)] > 0
+
+
+def test_the_model_and_queue_are_reported(fresh):
+    metrics = samples(fresh)
+
+    assert metrics[("model_info", (("device", "/CPU:0"), ("name", "inception_v2"), ("version", "1")))] == 1
+    assert metrics[("inference_queue_depth", ())] == 0
+    assert metrics[("http_requests_in_progress", ())] == 1  # this very request
+
+
+def test_the_images_of_one_request_share_one_batch(fresh):
+    fresh.post("/predict", files=files(*[(f"{i}.png", png(seed=i)) for i in range(6)]))
+
+    metrics = samples(fresh)
+
+    assert batch_sizes(metrics) == (1, 6)
+    assert metrics[("inference_batch_size_bucket", (("le", "4.0"),))] == 0
+    assert metrics[("inference_batch_size_bucket", (("le", "8.0"),))] == 1
+    assert metrics[("inference_batch_duration_seconds_count", ())] == 1
+
+
+def test_concurrent_requests_are_batched_together(fresh):
+    def post(i: int) -> int:
+        return fresh.post("/predict", files=files((f"{i}.png", png(seed=i)))).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(post, range(16)))
+
+    calls, images = batch_sizes(samples(fresh))
+    assert statuses == [200] * 16
+    assert images == 16
+    assert calls < 16

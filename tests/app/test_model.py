@@ -1,0 +1,46 @@
+from tests.conftest import IMAGE_SIZE, LABELS
+
+
+def test_model_describes_the_served_model(client):
+    response = client.get("/model")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["name"] == "inception_v2"
+    assert body["version"] == 1
+    assert body["labels"] == LABELS
+    assert body["input"] == {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    assert body["training"] == {"params": {"epochs": 0}, "data": {"images": 0}, "metrics": {}}
+    assert set(body["signatures"]) == {"serving_default", "predict_pixels", "resize_image"}
+    assert body["created_at"].endswith("Z")
+
+
+def test_model_lists_the_architecture_layer_by_layer(client):
+    architecture = client.get("/model").json()["architecture"]
+
+    assert architecture["name"] == "inception_v2_seed"
+    assert architecture["input_shape"] == [IMAGE_SIZE, IMAGE_SIZE, 3]
+    assert architecture["num_classes"] == len(LABELS)
+    assert architecture["total_params"] == sum(layer["params"] for layer in architecture["layers"])
+    assert architecture["trainable_params"] == architecture["total_params"]
+    layers = {layer["name"]: layer for layer in architecture["layers"]}
+    assert layers["concat_1"] == {
+        "name": "concat_1",
+        "type": "Concatenate",
+        "output_shape": [IMAGE_SIZE, IMAGE_SIZE, 256],
+        "params": 0,
+    }
+    assert layers["Predictions"]["output_shape"] == [len(LABELS)]
+
+
+def test_model_reports_how_it_runs(client):
+    runtime = client.get("/model").json()["runtime"]
+
+    assert runtime["device"] == "/CPU:0"
+    assert runtime["load_seconds"] > 0
+    assert runtime["warmup_seconds"] > 0
+    assert runtime["warmup_batch_sizes"] == list(range(1, 9))
+    assert runtime["max_batch_size"] == 8
+    assert runtime["batch_timeout_ms"] == 5
+    assert runtime["max_queue_size"] == 256
+    assert runtime["request_timeout_ms"] == 10_000

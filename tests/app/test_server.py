@@ -1,0 +1,205 @@
+"""The real thing: `python -m app` on 127.0.0.1, over real sockets."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.app.conftest import ROOT, png
+
+BOUNDARY = "test-boundary"
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(model_repository: Path, log: Path, **settings: str) -> Server:
+    port = free_port()
+    env = os.environ | {"MODEL_BASE_PATH": str(model_repository), "PORT": str(port)} | settings
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    return Server(process, port, log)
+
+
+def wait_until_ready(server: Server, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert server.process.poll() is None, server.output()
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"not ready after {timeout_s} s:\n{server.output()}")
+
+
+def stop(server: Server) -> int:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+    return server.process.wait(timeout=60)
+
+
+def healthcheck(port: int) -> int:
+    env = {"PORT": str(port), "PATH": os.environ.get("PATH", "")}
+    return subprocess.run([sys.executable, "-m", "app.healthcheck"], cwd=ROOT, env=env, timeout=10).returncode
+
+
+def multipart(filename: str, data: bytes) -> bytes:
+    return (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+
+
+def read_until_closed(connection: socket.socket) -> str:
+    """Everything the server sends until it closes the connection."""
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received.decode()
+
+
+@pytest.fixture(scope="module")
+def server(model_repository, tmp_path_factory) -> Iterator[Server]:
+    server = start_server(
+        model_repository, tmp_path_factory.mktemp("server") / "server.log", MAX_UPLOAD_BYTES="1000000"
+    )
+    try:
+        wait_until_ready(server)
+        yield server
+    finally:
+        stop(server)
+
+
+def test_the_server_says_how_to_try_it_once_ready(server):
+    assert f"Ready. Try: curl -F file=@image.jpg http://127.0.0.1:{server.port}/predict" in server.output()
+
+
+def test_the_server_predicts(server, serving_default):
+    data = png(seed=11)
+
+    response = httpx.post(f"{server.url}/predict", files={"file": ("a.png", data)}, params={"top_k": 3})
+
+    assert response.status_code == 200
+    predictions = response.json()["results"][0]["predictions"]
+    scores = np.array([p["score"] for p in sorted(predictions, key=lambda p: p["index"])])
+    np.testing.assert_allclose(scores, serving_default(data), atol=1e-5)
+
+
+def test_the_healthcheck_passes_once_ready(server):
+    assert healthcheck(server.port) == 0
+
+
+def test_a_declared_oversize_body_is_refused_before_it_is_sent(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: test\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000000000\r\n\r\n"
+        )
+        answer = read_until_closed(connection)  # no body byte was sent
+
+    assert answer.startswith("HTTP/1.1 413 ")
+    assert "content-type: application/problem+json" in answer.lower()
+    assert answer.endswith('"detail":"The request body is over MAX_UPLOAD_BYTES (1000000 bytes)"}')
+
+
+def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(server):
+    sent = 0
+
+    def endless_upload() -> Iterator[bytes]:
+        nonlocal sent
+        yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+        while sent < 32_000_000:
+            sent += 65536
+            yield b"\0" * 65536
+
+    response = httpx.post(
+        f"{server.url}/predict",
+        content=endless_upload(),
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
+
+    assert response.status_code == 413
+    assert response.json()["detail"] == "The request body is over MAX_UPLOAD_BYTES (1000000 bytes)"
+    assert sent < 16_000_000  # refused at 1 MB; the rest is what socket buffers took meanwhile
+
+
+def test_sigterm_turns_readiness_off_at_once_and_finishes_admitted_requests(model_repository, tmp_path):
+    server = start_server(model_repository, tmp_path / "server.log")
+    try:
+        assert healthcheck(server.port) == 1  # still importing TensorFlow: not even listening
+        wait_until_ready(server)
+        in_flight = 6
+        responses: list[httpx.Response] = []
+
+        def slow_upload(i: int) -> None:
+            body = multipart(f"{i}.png", png(200, 200, seed=i))
+            parts = [body[j : j + len(body) // 10 + 1] for j in range(0, len(body), len(body) // 10 + 1)]
+
+            def trickle() -> Iterator[bytes]:
+                for part in parts:  # about 1.5 s in all: the upload is under way at SIGTERM
+                    time.sleep(0.15)
+                    yield part
+
+            headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
+            responses.append(
+                httpx.post(f"{server.url}/predict", content=trickle(), headers=headers, timeout=60)
+            )
+
+        clients = [threading.Thread(target=slow_upload, args=(i,)) for i in range(in_flight)]
+        for client in clients:
+            client.start()
+        deadline = time.monotonic() + 10
+        while "http_requests_in_progress 7.0" not in httpx.get(f"{server.url}/metrics").text:  # and /metrics
+            assert time.monotonic() < deadline, "the uploads never started"
+            time.sleep(0.02)
+
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            readiness = httpx.get(f"{server.url}/readyz", timeout=5).status_code
+        except httpx.ConnectError:
+            readiness = "refused"  # uvicorn already stopped listening: not ready either
+        for client in clients:
+            client.join(timeout=60)
+
+        assert readiness in (503, "refused")
+        assert [r.status_code for r in responses] == [200] * in_flight
+        assert all(len(r.json()["results"]) == 1 for r in responses)
+        assert server.process.wait(timeout=60) == 0
+        assert "Finished server process" in server.output()
+    finally:
+        stop(server)

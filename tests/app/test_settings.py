@@ -1,0 +1,100 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.settings import InvalidSettings, Settings, load_settings
+from tests.app.conftest import ROOT
+
+
+@pytest.fixture
+def environ(monkeypatch):
+    """A clean environment: only what a test sets reaches the settings."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+def test_defaults(environ):
+    settings = load_settings()
+
+    assert settings.model_base_path == Path("models")
+    assert settings.model_name == "inception_v2"
+    assert settings.model_version is None
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.max_batch_size == 32
+    assert settings.log_level == "INFO"
+
+
+def test_settings_come_from_environment_variables(environ):
+    environ.setenv("MODEL_VERSION", "3")
+    environ.setenv("MAX_BATCH_SIZE", "4")
+    environ.setenv("LOG_LEVEL", "debug")
+
+    settings = load_settings()
+
+    assert (settings.model_version, settings.max_batch_size, settings.log_level) == (3, 4, "DEBUG")
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("MAX_BATCH_SIZE", "0", "MAX_BATCH_SIZE='0': Input should be greater than or equal to 1"),
+        (
+            "PORT",
+            "http",
+            "PORT='http': Input should be a valid integer, unable to parse string as an integer",
+        ),
+        ("MODEL_VERSION", "0", "MODEL_VERSION='0': Input should be greater than or equal to 1"),
+        ("LOG_LEVEL", "loud", "LOG_LEVEL='LOUD': Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+    ],
+)
+def test_an_unsafe_value_is_refused_naming_the_variable(environ, name, value, message):
+    environ.setenv(name, value)
+
+    with pytest.raises(InvalidSettings) as caught:
+        load_settings()
+
+    assert str(caught.value) == f"Invalid settings:\n  {message}"
+
+
+def test_settings_that_contradict_each_other_are_refused(environ):
+    environ.setenv("MAX_FILES", "20")
+    environ.setenv("MAX_QUEUE_SIZE", "10")
+
+    with pytest.raises(InvalidSettings, match=r"MAX_FILES \(20\) must not exceed MAX_QUEUE_SIZE \(10\)"):
+        load_settings()
+
+
+def test_the_batch_timeout_must_be_shorter_than_the_request_timeout(environ):
+    environ.setenv("BATCH_TIMEOUT_MS", "100")
+    environ.setenv("REQUEST_TIMEOUT_MS", "100")
+
+    with pytest.raises(
+        InvalidSettings, match=r"BATCH_TIMEOUT_MS \(100\) must be below REQUEST_TIMEOUT_MS \(100\)"
+    ):
+        load_settings()
+
+
+def test_help_lists_every_setting_with_its_default():
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+
+    for name in Settings.model_fields:
+        assert f"\n  {name.upper()} " in result.stdout
+    assert "Default: 32." in result.stdout  # MAX_BATCH_SIZE
+    assert "tensorflow" not in result.stderr.lower()
+
+
+def test_the_server_refuses_to_start_with_invalid_settings():
+    result = subprocess.run(
+        [sys.executable, "-m", "app"], cwd=ROOT, env={"MAX_BATCH_SIZE": "-1"}, capture_output=True, text=True
+    )
+
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == "Invalid settings:\n  MAX_BATCH_SIZE='-1': Input should be greater than or equal to 1\n"
+    )
