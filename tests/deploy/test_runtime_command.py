@@ -1,5 +1,6 @@
 """Run the runtime image's own CMD, ENV and health checks outside Docker, against a real model."""
 
+import io
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.deploy.manifests import (
     ROOT,
@@ -53,6 +55,40 @@ def readyz(port: int) -> int | None:
         return None
 
 
+def start_upload(port: int, image: bytes) -> tuple[socket.socket, bytes]:
+    """Send a /predict request all but the end of its body; return the socket and what is left to send."""
+    boundary = "deploy-test"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="shape.png"\r\n'
+        "Content-Type: image/png\r\n\r\n".encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(head.encode() + body[:-10])
+    return sock, body[-10:]
+
+
+def finish_upload(sock: socket.socket, rest: bytes) -> str:
+    """Send the rest of the body and return the response's status line."""
+    with sock:
+        sock.sendall(rest)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    return response.split(b"\r\n", 1)[0].decode()
+
+
+def png(size: int = 40) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 30, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def child_processes(pid: int) -> list[str]:
     tasks = Path(f"/proc/{pid}/task").iterdir()
     return [child for task in tasks for child in (task / "children").read_text().split()]
@@ -71,9 +107,7 @@ def service_env(stages, compose, model_repository) -> dict[str, str]:
     return host_environment(container_env, paths) | {"HOST": "127.0.0.1", "PORT": str(free_port())}
 
 
-def test_health_checks_fail_until_the_model_is_ready_then_pass_until_sigterm(
-    stages, compose, service_env, tmp_path
-):
+def test_health_checks_pass_only_while_the_service_is_ready(stages, compose, service_env, tmp_path):
     image_check = parse_healthcheck(stage_last(stages, "runtime", "HEALTHCHECK").arguments)
     compose_check = compose_healthcheck_command(compose["services"][SERVICE]["healthcheck"]["test"])
     checks = {"Dockerfile HEALTHCHECK": image_check.command, "compose healthcheck": compose_check}
@@ -89,6 +123,7 @@ def test_health_checks_fail_until_the_model_is_ready_then_pass_until_sigterm(
             timeout=seconds(image_check.options["timeout"]),
         )
         assert result.returncode in (0, 1), f"{name}: Docker reads only 0 and 1. {result.stderr}"
+        assert result.stderr == "", f"{name} is broken: {result.stderr}"
         return result.returncode == 0
 
     for name in checks:
@@ -117,7 +152,15 @@ def test_health_checks_fail_until_the_model_is_ready_then_pass_until_sigterm(
         assert healthy("compose healthcheck")
         assert child_processes(server.pid) == [], "one server process, no workers"
 
+        # A request admitted before SIGTERM is drained; the health checks fail from SIGTERM on.
+        upload, rest = start_upload(port, png())
+        time.sleep(0.5)
         server.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert server.poll() is None, "the service exited with a request in flight"
+        for name in checks:
+            assert not healthy(name), f"{name} passes while the service is shutting down"
+        assert finish_upload(upload, rest) == "HTTP/1.1 200 OK"
         grace = seconds(compose["services"][SERVICE]["stop_grace_period"])
         assert server.wait(timeout=grace) == 0, log_path.read_text()
         for name in checks:
