@@ -28,7 +28,8 @@ ENV PYTHONUNBUFFERED=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     MODEL_BASE_PATH=/models \
     MODEL_NAME=inception_v2
-RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin app
+RUN groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid app --create-home --shell /usr/sbin/nologin app
 WORKDIR /srv
 
 # Locked runtime dependencies, in a layer that changes only with pyproject.toml or constraints.txt.
