@@ -49,10 +49,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # The code is copied, not pip-installed, so editing app/ or README.md never invalidates training.
 FROM deps AS trainer
 COPY training ./training
-COPY deploy/docker/train-demo-model.sh /usr/local/bin/train-demo-model
+COPY --chmod=755 deploy/docker/train-demo-model.sh /usr/local/bin/train-demo-model
 RUN install -d -o app -g app /models
 USER 10001:10001
-WORKDIR /home/app
 CMD ["train-demo-model"]
 
 FROM trainer AS demo-model
