@@ -27,15 +27,3 @@ def compose() -> dict:
 @pytest.fixture(scope="session")
 def k8s() -> dict[str, dict]:
     return load_k8s()
-
-
-@pytest.fixture(scope="session")
-def model_repository(tmp_path_factory) -> Path:
-    """A model repository holding one tiny real version of `inception_v2`, as the image's /models does."""
-    from training.export import export_model
-    from training.inception_v2 import inception_v2_seed
-
-    base = tmp_path_factory.mktemp("models")
-    model = inception_v2_seed(input_shape=(32, 32, 3), num_classes=3)
-    export_model(model, ["circle", "square", "triangle"], base_path=base, name="inception_v2")
-    return base
