@@ -30,6 +30,9 @@ test: $(VENV)/.installed  ## Run the test suite
 lint: $(VENV)/.installed  ## ruff, hadolint, compose and Kubernetes schema checks
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(VENV)/bin/kubernetes-validate --strict --kubernetes-version 1.29.0 deploy/k8s/deployment.yaml deploy/k8s/service.yaml deploy/k8s/hpa.yaml deploy/k8s/pdb.yaml
 
 format: $(VENV)/.installed  ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -1,7 +1,10 @@
 """Train an Inception V2 network on a folder of labelled images and export the next model version."""
 
 import datetime as dt
+import json
 import logging
+import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -48,6 +51,52 @@ class TrainConfig:
     @property
     def backup_dir(self) -> Path:
         return Path(self.checkpoint_dir or Path("checkpoints") / self.model_name)
+
+
+class EpochCheckpoints(keras.callbacks.Callback):
+    """Saves the weights after every epoch so an interrupted run resumes where it stopped.
+
+    Keras' BackupAndRestore overwrites one weights file in place: an interrupt during that write
+    leaves a file that cannot be restored. Here each epoch writes a new file, and a small state
+    file naming it is replaced atomically afterwards, so the state always names a whole file.
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, directory: Path):
+        super().__init__()
+        self.directory = directory
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the last finished epoch's weights into `model`; return the epoch to start from."""
+        state_path = self.directory / self.STATE
+        if not state_path.exists():
+            return 0
+        state = json.loads(state_path.read_text())
+        model.optimizer.build(model.trainable_variables)  # so its slots restore too
+        try:
+            model.load_weights(self.directory / state["weights"])
+        except (ValueError, OSError) as error:
+            raise ValueError(
+                f"Cannot resume from {self.directory} ({error}). It was written by a run with other "
+                "settings or data; delete it (or pass another --checkpoint-dir) to start afresh."
+            ) from None
+        log.info("Resuming after epoch %d from %s", state["epoch"], self.directory)
+        return state["epoch"]
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        weights = f"epoch-{epoch + 1}.weights.h5"
+        self.model.save_weights(self.directory / weights)
+        staged = self.directory / f".{self.STATE}.tmp"
+        staged.write_text(json.dumps({"epoch": epoch + 1, "weights": weights}))
+        os.replace(staged, self.directory / self.STATE)
+        for old in self.directory.glob("epoch-*.weights.h5"):
+            if old.name != weights:
+                old.unlink()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def select_strategy() -> tuple[tf.distribute.Strategy, str]:
@@ -108,9 +157,10 @@ def train(config: TrainConfig) -> Path:
             metrics=["accuracy"],
         )
 
+    checkpoints = EpochCheckpoints(config.backup_dir)
+    initial_epoch = checkpoints.restore(model)
     callbacks = [
-        # Resumes from the last finished epoch after an interrupt; deleted once training ends.
-        keras.callbacks.BackupAndRestore(str(config.backup_dir)),
+        checkpoints,
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=1
         ),
@@ -120,11 +170,13 @@ def train(config: TrainConfig) -> Path:
         train_ds,
         validation_data=val_ds,
         epochs=config.epochs,
+        initial_epoch=initial_epoch,
         callbacks=callbacks,
         shuffle=False,  # train_ds reshuffles itself each epoch
         verbose=1 if sys.stdout.isatty() else 2,  # a progress bar only where it redraws in place
     )
     duration = time.monotonic() - started
+    checkpoints.remove()
 
     accuracy, per_class = per_class_accuracy(model, val_ds, folder.class_names)
     print(

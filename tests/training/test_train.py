@@ -106,11 +106,11 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
         env=ENV,
     )
     deadline = time.monotonic() + 120
-    # BackupAndRestore writes its first backup at the end of the first epoch.
-    while not any((tmp_path / "checkpoint").glob("*")) and time.monotonic() < deadline:
+    # The first checkpoint is written at the end of the first epoch.
+    while not (tmp_path / "checkpoint" / "state.json").exists() and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
         time.sleep(0.2)
-    time.sleep(1.0)
+    time.sleep(0.5)  # interrupt mid-run, possibly while a checkpoint is being written
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
@@ -122,6 +122,7 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
 
     resumed = run_training(*args)
     assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming after epoch" in resumed.stderr
     first_epoch = next(
         int(line.split()[1].split("/")[0])
         for line in resumed.stdout.splitlines()
@@ -129,3 +130,15 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
     )
     assert 1 < first_epoch <= interrupted_epoch + 1
     assert (tmp_path / "models" / "tiny" / "1" / "saved_model.pb").is_file()
+
+
+def test_a_checkpoint_from_other_settings_is_refused_clearly(tmp_path):
+    data_dir = write_image_folder(tmp_path / "data", {"a": 8, "b": 8})
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "state.json").write_text('{"epoch": 1, "weights": "epoch-1.weights.h5"}')
+    (checkpoint / "epoch-1.weights.h5").write_bytes(b"not a weights file")
+    result = run_training(*quick_args(data_dir, tmp_path / "models", "--epochs", "1"), timeout=120)
+    assert result.returncode == 2
+    assert f"Cannot resume from {checkpoint}" in result.stderr
+    assert "Traceback" not in result.stderr
