@@ -64,7 +64,8 @@ class PredictResponse(BaseModel):
     }
 
 
-def get_classifier(request: Request) -> Classifier:
+async def get_classifier(request: Request) -> Classifier:
+    """The loaded runtime (async: FastAPI would run a plain function on a worker thread)."""
     classifier: Classifier | None = request.app.state.classifier
     if classifier is None:
         raise ModelNotReady("The model is not loaded")

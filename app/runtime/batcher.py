@@ -104,8 +104,7 @@ class Batcher:
         with self._condition:
             self._incoming -= len(items)
             if self._closing:
-                for item in items:
-                    item.loop.call_soon_threadsafe(_resolve, [(item.future, ModelNotReady("Shutting down"))])
+                self._deliver(items, [ModelNotReady("The service is shutting down")] * len(items))
                 return
             self._queue.extend(items)
             self._condition.notify()
