@@ -69,6 +69,12 @@ class ModelNotReady(ServiceError):
     retry_after_s = 1
 
 
+class RequestAbandoned(ServiceError):
+    """The client disconnected before its answer was ready; its images were dropped."""
+
+    title = "Client closed request"
+
+
 class InferenceFailed(ServiceError):
     """The model raised on a batch that held only this image."""
 

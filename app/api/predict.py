@@ -1,6 +1,8 @@
 """POST /predict: classify uploaded images."""
 
-from typing import Annotated
+import asyncio
+from collections.abc import Coroutine
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
@@ -8,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from app.api.problems import PROBLEM_RESPONSES
-from app.errors import ModelNotReady, TooManyFiles
+from app.errors import ModelNotReady, RequestAbandoned, TooManyFiles
 from app.runtime.classifier import Classifier
 
 router = APIRouter(tags=["inference"])
@@ -72,6 +74,30 @@ async def get_classifier(request: Request) -> Classifier:
     return classifier
 
 
+async def unless_abandoned(request: Request, work: Coroutine[Any, Any, list[np.ndarray]]) -> list[np.ndarray]:
+    """Run `work`, cancelling it if the client disconnects first: nobody would read the answer.
+
+    A client that gave up (a timeout, a closed tab) would otherwise leave its images in the queue,
+    and everyone behind them would wait for answers nobody reads.
+    """
+    work_task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({work_task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        work_task.cancel()  # no-op once finished
+        gone.cancel()
+    if work_task in done:
+        return work_task.result()
+    raise RequestAbandoned("The client disconnected before its answer was ready")
+
+
+async def _disconnect(request: Request) -> None:
+    """Return when the client disconnects; the body has been read, so nothing else can arrive."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def top_predictions(probabilities: np.ndarray, labels: list[str], k: int) -> list[Prediction]:
     """The `k` highest probabilities, highest first; ties in class order."""
     best = np.argsort(-probabilities, kind="stable")[:k]
@@ -80,6 +106,7 @@ def top_predictions(probabilities: np.ndarray, labels: list[str], k: int) -> lis
 
 @router.post("/predict", summary="Classify images", responses=PROBLEM_RESPONSES)
 async def predict(
+    request: Request,
     classifier: Annotated[Classifier, Depends(get_classifier)],
     file: Annotated[
         list[UploadFile],
@@ -112,7 +139,8 @@ async def predict(
             f"{len(file)} files in one request; the most allowed is {classifier.settings.max_files}"
         )
     k = top_k or min(DEFAULT_TOP_K, len(labels))
-    probabilities = await classifier.classify([(upload.filename or "", upload.file) for upload in file])
+    uploads = [(upload.filename or "", upload.file) for upload in file]
+    probabilities = await unless_abandoned(request, classifier.classify(uploads))
     return PredictResponse(
         model=ModelRef(name=classifier.model.name, version=classifier.model.version),
         results=[

@@ -24,6 +24,7 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.Overloaded: 503,
     errors.RequestTimedOut: 503,
     errors.ModelNotReady: 503,
+    errors.RequestAbandoned: 499,  # nginx's code: nobody reads it, but logs and metrics count it
     errors.InferenceFailed: 500,
 }
 

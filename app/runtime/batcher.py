@@ -109,6 +109,12 @@ class Batcher:
             self._queue.extend(items)
             self._condition.notify()
 
+    def _withdraw(self, items: list[_Item]) -> None:
+        """Take the images of a request that was cancelled out of the queue."""
+        gone = set(items)
+        with self._condition:
+            self._queue = deque(item for item in self._queue if item not in gone)
+
     def _run(self) -> None:
         while batch := self._next_batch():
             self._infer(batch)
@@ -117,7 +123,7 @@ class Batcher:
         """Wait for the next batch (see the module docstring); an empty list once closed and drained."""
         with self._condition:
             while True:
-                self._drop_stale()
+                self._drop_expired()
                 if self._queue:
                     wait = self._queue[0].queued_at + self.batch_timeout_s - time.monotonic()
                     ready = len(self._queue) >= self.max_batch_size or not self._incoming or self._closing
@@ -130,14 +136,12 @@ class Batcher:
                 else:
                     self._condition.wait()
 
-    def _drop_stale(self) -> None:
-        """Drop queued images whose request is gone or that waited past REQUEST_TIMEOUT_MS."""
+    def _drop_expired(self) -> None:
+        """Fail the queued images that waited past REQUEST_TIMEOUT_MS."""
         now = time.monotonic()
         kept: deque[_Item] = deque()
         expired = []
         for item in self._queue:
-            if item.future.cancelled():
-                continue
             if now > item.expires_at:
                 expired.append(item)
             else:
@@ -189,7 +193,11 @@ class Admission:
         items = [_Item(p, loop.create_future(), loop, self._expires_at) for p in pixels]
         self._batcher._enqueue(items)
         self.unqueued -= len(items)
-        return list(await asyncio.gather(*(item.future for item in items)))
+        try:
+            return list(await asyncio.gather(*(item.future for item in items)))
+        except asyncio.CancelledError:  # the client is gone: nobody will read these answers
+            self._batcher._withdraw(items)
+            raise
 
 
 def _resolve(outcomes: list[tuple[asyncio.Future, object]]) -> None:

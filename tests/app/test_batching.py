@@ -171,7 +171,7 @@ def test_an_image_that_waited_past_the_request_timeout_is_dropped(make_batcher, 
     assert recorder.batches == []  # the model never spent time on it
 
 
-def test_images_of_a_cancelled_request_are_skipped(make_batcher, recorder):
+def test_images_of_a_cancelled_request_are_withdrawn(make_batcher, recorder):
     batcher = make_batcher()
     recorder.open.clear()
 
@@ -181,6 +181,8 @@ def test_images_of_a_cancelled_request_are_skipped(make_batcher, recorder):
         abandoned = asyncio.ensure_future(predict_one(batcher, image(2)))
         await asyncio.sleep(0.05)
         abandoned.cancel()  # as when its client disconnects
+        await asyncio.sleep(0)
+        assert batcher.depth == 0  # withdrawn at once, not when the thread gets to it
         recorder.open.set()
         await blocking
         await predict_one(batcher, image(3))
