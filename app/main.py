@@ -6,6 +6,7 @@ and exits with a non-zero status.
 """
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -30,6 +31,10 @@ logger = logging.getLogger(__name__)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     classifier = await asyncio.to_thread(Classifier.start, settings, app.state.metrics.observe_batch)
+    # TensorFlow leaves millions of long-lived objects; every full collection walked them all and
+    # stalled every request for about 200 ms. Frozen, the collector ignores them from now on.
+    gc.collect()
+    gc.freeze()
     app.state.metrics.watch(classifier)
     app.state.classifier = classifier
     logger.info("Ready to serve %s version %d", classifier.model.name, classifier.model.version)
