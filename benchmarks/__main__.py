@@ -71,32 +71,32 @@ def benchmark_model(label: str, version_dir: Path, image: Path, args: argparse.N
     print(f"[{label}] {json.dumps(limit.as_dict())}", flush=True)
 
     result = {"model": label, "version_dir": str(version_dir), "in_process": limit.as_dict()}
-    server = Server(base_path, name, settings=args.settings).start()
-    result["cold_start"] = server.cold_start
-    result["rss_mib_after_warmup"] = round(server.rss_mib(), 1)
-    result["batching"], served = [], 0
-    for clients in args.levels:
-        level = measure_level(server, str(image), clients, args.seconds, args.warmup)
-        served += level["requests"] + level["warmup_requests"]
-        result["batching"].append(level)
-        print(f"[{label}] batching, {clients} clients: {json.dumps(level)}", flush=True)
-    after = measure_level(server, str(image), 1, args.seconds, warmup=0)
-    served += after["requests"]
-    result["after_burst"] = after
-    print(f"[{label}] 1 client after the burst: {json.dumps(after)}", flush=True)
-    while served < args.memory_requests:
-        served += run_wrk(server.url, str(image), 8, 5)["requests"]
-    result["requests_before_rss"] = served
-    result["rss_mib_after_requests"] = round(server.rss_mib(), 1)
-    result["exit_code"] = server.stop()
+    with Server(base_path, name, settings=args.settings) as server:
+        result["cold_start"] = server.cold_start
+        result["rss_mib_after_warmup"] = round(server.rss_mib(), 1)
+        result["batching"], served = [], 0
+        for clients in args.levels:
+            level = measure_level(server, str(image), clients, args.seconds, args.warmup)
+            served += level["requests"] + level["warmup_requests"]
+            result["batching"].append(level)
+            print(f"[{label}] batching, {clients} clients: {json.dumps(level)}", flush=True)
+        after = measure_level(server, str(image), 1, args.seconds, warmup=0)
+        served += after["requests"]
+        result["after_burst"] = after
+        print(f"[{label}] 1 client after the burst: {json.dumps(after)}", flush=True)
+        while served < args.memory_requests:
+            served += run_wrk(server.url, str(image), 8, 5)["requests"]
+        result["requests_before_rss"] = served
+        result["rss_mib_after_requests"] = round(server.rss_mib(), 1)
+        result["exit_code"] = server.stop()
 
-    baseline = Server(base_path, name, settings={**args.settings, "MAX_BATCH_SIZE": "1"}).start()
     result["per_request"] = []
-    for clients in args.levels:
-        level = measure_level(baseline, str(image), clients, args.seconds, args.warmup)
-        result["per_request"].append(level)
-        print(f"[{label}] batching off, {clients} clients: {json.dumps(level)}", flush=True)
-    baseline.stop()
+    with Server(base_path, name, settings={**args.settings, "MAX_BATCH_SIZE": "1"}) as baseline:
+        for clients in args.levels:
+            level = measure_level(baseline, str(image), clients, args.seconds, args.warmup)
+            result["per_request"].append(level)
+            print(f"[{label}] batching off, {clients} clients: {json.dumps(level)}", flush=True)
+        baseline.stop()
     result["targets"] = evaluate_targets(result)
     for target in result["targets"]:
         print(

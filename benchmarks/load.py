@@ -93,7 +93,19 @@ class Server:
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 def run_wrk(url: str, image_path: str, connections: int, seconds: float) -> dict:
@@ -104,7 +116,7 @@ def run_wrk(url: str, image_path: str, connections: int, seconds: float) -> dict
             "wrk",
             "-t1",
             f"-c{connections}",
-            f"-d{seconds}s",
+            f"-d{max(1, round(seconds))}s",
             "--timeout",
             "60s",
             "-s",
