@@ -55,13 +55,15 @@ def notebook_model(repository: Path) -> Path:
     )
 
 
-def latest_version(base_path: Path, name: str) -> Path:
-    versions = sorted(
-        (p for p in (base_path / name).glob("[0-9]*") if p.name.isdigit()), key=lambda p: int(p.name)
-    )
-    if not versions:
-        raise SystemExit(f"No model under {base_path / name}; run `make demo-model` first.")
-    return versions[-1]
+def served_version(base_path: Path, name: str) -> Path:
+    """The version the service itself would serve: resolved by the service's own code."""
+    from app.errors import ModelLoadError
+    from app.runtime.model import find_version
+
+    try:
+        return find_version(base_path, name, None)
+    except ModelLoadError as error:
+        raise SystemExit(str(error)) from None
 
 
 def benchmark_model(label: str, version_dir: Path, image: Path, args: argparse.Namespace) -> dict:
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             if label == "notebook":
                 version_dir = notebook_model(Path(scratch) / "repository")
             elif label == "demo":
-                version_dir = latest_version(args.model_base_path, args.model_name)
+                version_dir = served_version(args.model_base_path, args.model_name)
             else:
                 raise SystemExit(f"--models takes notebook and demo. Received: {label!r}")
             results["models"].append(benchmark_model(label, version_dir, image, args))

@@ -11,6 +11,7 @@ DEFAULTS_NOTE = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from training.inception_v2 import ARCHITECTURES
     from training.train import TrainConfig
 
     defaults = TrainConfig(data_dir="")
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     train.add_argument("--data-dir", required=True, help="folder of <label>/<image> (JPEG, PNG, GIF, BMP)")
-    train.add_argument("--arch", choices=["inception_v2", "inception_v2_seed"], default=defaults.arch)
+    train.add_argument("--arch", choices=sorted(ARCHITECTURES), default=defaults.arch)
     train.add_argument(
         "--image-size", type=int, default=defaults.image_size, help="square input side in pixels"
     )

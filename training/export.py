@@ -96,7 +96,7 @@ def describe_architecture(model: keras.Model, architecture: str) -> dict[str, An
 
 def _signature_specs(module: ServingModule) -> dict[str, Any]:
     def spec(tensor_spec: tf.TensorSpec) -> dict[str, Any]:
-        return {"dtype": tensor_spec.dtype.name, "shape": [d for d in tensor_spec.shape.as_list()]}
+        return {"dtype": tensor_spec.dtype.name, "shape": tensor_spec.shape.as_list()}
 
     height, width = module.image_size
     probabilities = spec(tf.TensorSpec([None, module.model.output_shape[-1]], tf.float32))
