@@ -13,6 +13,12 @@ class ModelLoadError(ServiceError):
     title = "Model cannot be loaded"
 
 
+class VersionNotFound(ServiceError):
+    """A model version or version label that is not being served (unknown, loading, or failed)."""
+
+    title = "Model version not found"
+
+
 class PayloadTooLarge(ServiceError):
     """A request body larger than MAX_UPLOAD_BYTES, refused before it is read."""
 

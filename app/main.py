@@ -6,7 +6,6 @@ and exits with a non-zero status.
 """
 
 import asyncio
-import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -21,7 +20,7 @@ from app.api.body_limit import RequestBodyLimit
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.problems import document_problems, register_problem_handlers
 from app.errors import ModelLoadError
-from app.runtime.classifier import Classifier
+from app.runtime.server import ModelServer
 from app.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -30,20 +29,20 @@ logger = logging.getLogger(__name__)
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    classifier = await asyncio.to_thread(Classifier.start, settings, app.state.metrics.observe_batch)
-    # TensorFlow and the model leave some 450,000 long-lived objects; every full collection walked
-    # them all and stalled every request for about 200 ms. Frozen, the collector skips them.
-    gc.collect()
-    gc.freeze()
-    app.state.metrics.watch(classifier)
-    app.state.classifier = classifier
-    logger.info("Ready to serve %s version %d", classifier.model.name, classifier.model.version)
+    models = await asyncio.to_thread(ModelServer.start, settings, app.state.metrics.observe_batch)
+    app.state.metrics.watch(models)
+    app.state.models = models
+    logger.info(
+        "Ready to serve %s version(s) %s",
+        models.name,
+        ", ".join(str(version) for version in models.available()),
+    )
     try:
         yield
     finally:
         app.state.draining = True
-        await asyncio.to_thread(classifier.close)
-        app.state.classifier = None
+        await asyncio.to_thread(models.close)
+        app.state.models = None
 
 
 class OneLineStartupFailure:
@@ -93,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics(settings.max_batch_size)
-    app.state.classifier = None
+    app.state.models = None
     app.state.draining = False
     register_problem_handlers(app)
     app.add_middleware(RequestBodyLimit, max_bytes=settings.max_upload_bytes)

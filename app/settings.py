@@ -1,16 +1,97 @@
 """Service configuration: one `Settings` class read from environment variables of the same name."""
 
 import os
+import re
 import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LABEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 
 
 class InvalidSettings(ValueError):
     """One or more environment variables hold values the service refuses to start with."""
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which of the versions present are served: TF Serving's model_version_policy.
+
+    `latest:N` serves the N highest, `all` every one, `specific:1,3` those listed.
+    """
+
+    kind: Literal["latest", "all", "specific"]
+    count: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, present: Iterable[int]) -> set[int]:
+        """The versions this policy serves among `present`."""
+        present = set(present)
+        if self.kind == "all":
+            return present
+        if self.kind == "specific":
+            return present & set(self.versions)
+        return set(sorted(present)[-self.count :])
+
+    def __str__(self) -> str:
+        if self.kind == "specific":
+            return "specific:" + ",".join(map(str, self.versions))
+        return "latest" if self.kind == "latest" and self.count == 1 else f"{self.kind}:{self.count}"
+
+
+def parse_version_policy(value: object) -> object:
+    """`latest`, `latest:N`, `all` or `specific:V1,V2,...` -> `VersionPolicy`."""
+    if not isinstance(value, str):
+        return value
+    kind, _, argument = value.strip().lower().partition(":")
+    numbers = [part.strip() for part in argument.split(",")] if argument else []
+    if not all(n.isdigit() and int(n) >= 1 for n in numbers):
+        raise ValueError(f"versions and counts are whole numbers from 1; got {argument!r}")
+    if kind == "latest" and len(numbers) <= 1:
+        return VersionPolicy("latest", int(numbers[0]) if numbers else 1)
+    if kind == "all" and not numbers:
+        return VersionPolicy("all")
+    if kind == "specific" and numbers:
+        return VersionPolicy("specific", versions=tuple(sorted({int(n) for n in numbers})))
+    raise ValueError("expected latest, latest:N, all or specific:V1,V2 (TF Serving's model_version_policy)")
+
+
+def parse_version_labels(value: object) -> object:
+    """`stable=1,canary=2` -> {"stable": 1, "canary": 2}."""
+    if not isinstance(value, str):
+        return value
+    labels = {}
+    for pair in filter(None, (part.strip() for part in value.split(","))):
+        label, _, version = (part.strip() for part in pair.partition("="))
+        if not version.isdigit() or int(version) < 1:
+            raise ValueError(f"expected label=version pairs such as stable=1,canary=2; got {pair!r}")
+        labels[label] = int(version)
+    return labels
+
+
+def check_label_names(labels: dict[str, int]) -> dict[str, int]:
+    for label in labels:
+        if not LABEL_NAME.fullmatch(label):
+            raise ValueError(
+                f"a version label starts with a letter, then letters, digits, _ . -; got {label!r}"
+            )
+    return labels
+
+
+Policy = Annotated[VersionPolicy, NoDecode, BeforeValidator(parse_version_policy), PlainSerializer(str)]
+VersionLabels = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_version_labels)]
 
 
 class Settings(BaseSettings):
@@ -25,7 +106,23 @@ class Settings(BaseSettings):
         "inception_v2", min_length=1, description="Which model of the repository to serve."
     )
     model_version: int | None = Field(
-        None, ge=1, description="Which version to serve; unset serves the highest version present."
+        None, ge=1, description="Serve only this version (the same as MODEL_VERSION_POLICY=specific:N)."
+    )
+    model_version_policy: Policy = Field(
+        VersionPolicy("latest"),
+        description="Which versions to serve, as TF Serving's model_version_policy: latest (the highest), "
+        "latest:N (the N highest), all, or specific:1,3.",
+    )
+    model_version_labels: VersionLabels = Field(
+        default_factory=dict,
+        description="Version labels such as stable=1,canary=2; a version_labels.json in the model's "
+        "folder may move them while serving.",
+    )
+    model_poll_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How often the model's folder is checked for new, removed and relabelled versions; "
+        "0 checks only at start-up.",
     )
     host: str = Field("127.0.0.1", min_length=1, description="Address to listen on (0.0.0.0 in a container).")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
@@ -76,8 +173,25 @@ class Settings(BaseSettings):
     def _upper_case_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("model_version_labels", mode="after")
+    @classmethod
+    def _label_names(cls, labels: dict[str, int]) -> dict[str, int]:
+        return check_label_names(labels)
+
+    @property
+    def version_policy(self) -> VersionPolicy:
+        """MODEL_VERSION_POLICY, or specific:MODEL_VERSION when that is set."""
+        if self.model_version is not None:
+            return VersionPolicy("specific", versions=(self.model_version,))
+        return self.model_version_policy
+
     @model_validator(mode="after")
     def _check_consistency(self) -> "Settings":
+        if self.model_version is not None and "model_version_policy" in self.model_fields_set:
+            raise ValueError(
+                f"Set MODEL_VERSION ({self.model_version}) or MODEL_VERSION_POLICY "
+                f"({self.model_version_policy}), not both"
+            )
         if self.max_files > self.max_queue_size:
             raise ValueError(
                 f"MAX_FILES ({self.max_files}) must not exceed MAX_QUEUE_SIZE ({self.max_queue_size}): "

@@ -23,9 +23,10 @@ async def healthz() -> Health:
 
 @router.get("/readyz", summary="Readiness", responses={503: PROBLEM_RESPONSES[503]})
 async def readyz(request: Request) -> Health:
-    """Readiness: 200 once the model is loaded and warmed up; 503 before, and once shutdown begins."""
+    """Readiness: 200 while a model version is loaded and warmed up; 503 before, and once shutdown begins."""
     if request.app.state.draining:
         raise ModelNotReady("The service is shutting down")
-    if request.app.state.classifier is None:
+    if request.app.state.models is None:
         raise ModelNotReady("The model is not loaded yet")
+    request.app.state.models.get()  # ModelNotReady while no version is available
     return Health(status="ready")

@@ -1,6 +1,10 @@
-"""GET /metrics: Prometheus metrics for requests, inference, batching and the model served."""
+"""GET /metrics: Prometheus metrics for requests, inference, batching and the model versions served.
+
+Names and labels are a contract: alerts are written against them (docs/api.md lists them).
+"""
 
 import time
+from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
@@ -9,12 +13,15 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    Info,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.runtime.classifier import Classifier
+from app.runtime.server import ModelServer
+
+STATES = ("LOADING", "AVAILABLE", "UNLOADING", "END")
 
 router = APIRouter(tags=["monitoring"])
 
@@ -38,29 +45,71 @@ class Metrics:
             "http_requests_in_progress", "Requests being served.", registry=self.registry
         )
         self.inference_seconds = Histogram(
-            "inference_batch_duration_seconds", "Time the model takes for one batch.", registry=self.registry
+            "inference_batch_duration_seconds",
+            "Time the model takes for one batch.",
+            ["version"],
+            registry=self.registry,
         )
         sizes = sorted({2**i for i in range(max_batch_size.bit_length())} | {max_batch_size})
         self.batch_size = Histogram(
-            "inference_batch_size", "Images per model call.", buckets=sizes, registry=self.registry
-        )
-        self.queue_depth = Gauge(
-            "inference_queue_depth",
-            "Images admitted and not yet in a batch (being decoded or queued).",
+            "inference_batch_size",
+            "Images per model call.",
+            ["version"],
+            buckets=sizes,
             registry=self.registry,
         )
-        self.model = Info("model", "The model being served.", registry=self.registry)
+        self.versions = VersionCollector()
+        self.registry.register(self.versions)
 
-    def observe_batch(self, size: int, seconds: float) -> None:
-        """Record one model call (called on the inference thread)."""
-        self.batch_size.observe(size)
-        self.inference_seconds.observe(seconds)
+    def observe_batch(self, version: int, size: int, seconds: float) -> None:
+        """Record one model call of `version` (called on its inference thread)."""
+        self.batch_size.labels(str(version)).observe(size)
+        self.inference_seconds.labels(str(version)).observe(seconds)
 
-    def watch(self, classifier: Classifier) -> None:
-        """Report the model's identity and the batcher's queue depth."""
-        model = classifier.model
-        self.model.info({"name": model.name, "version": str(model.version), "device": model.device})
-        self.queue_depth.set_function(lambda: classifier.batcher.depth)
+    def watch(self, models: ModelServer | None) -> None:
+        """Report the versions of `models` and their queues from now on (None: stop)."""
+        self.versions.models = models
+
+
+class VersionCollector(Collector):
+    """The served versions' lifecycle and queues, read from the model server at each scrape."""
+
+    def __init__(self) -> None:
+        self.models: ModelServer | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        models = self.models
+        depth = GaugeMetricFamily(
+            "inference_queue_depth",
+            "Images admitted and not yet in a batch (being decoded or queued), by version.",
+            labels=["version"],
+        )
+        capacity = GaugeMetricFamily(
+            "inference_queue_capacity", "Most images a version admits (MAX_QUEUE_SIZE).", labels=["version"]
+        )
+        state = GaugeMetricFamily(
+            "model_version_state",
+            "1 for each version's current state (LOADING, AVAILABLE, UNLOADING, END), 0 for the others.",
+            labels=["name", "version", "state"],
+        )
+        failed = GaugeMetricFamily(
+            "model_version_failed", "1 while the version's last load failed.", labels=["name", "version"]
+        )
+        info = InfoMetricFamily("model", "The model version served by default.")
+        if models is not None:
+            for version, classifier in models.available().items():
+                depth.add_metric([str(version)], classifier.batcher.depth)
+                capacity.add_metric([str(version)], classifier.batcher.max_queue_size)
+            for status in models.statuses():
+                for name in STATES:
+                    state.add_metric([models.name, str(status.version), name], float(status.state == name))
+                failed.add_metric([models.name, str(status.version)], float(status.error is not None))
+            if served := models.available():
+                model = served[max(served)].model
+                info.add_metric(
+                    [], {"name": model.name, "version": str(model.version), "device": model.device}
+                )
+        yield from (depth, capacity, state, failed, info)
 
 
 class MetricsMiddleware:
@@ -103,7 +152,8 @@ class MetricsMiddleware:
             "content": {
                 CONTENT_TYPE_LATEST: {
                     "example": 'http_requests_total{method="POST",route="/predict",status="200"} 42.0\n'
-                    "inference_queue_depth 0.0\n"
+                    'inference_queue_depth{version="3"} 0.0\n'
+                    'model_version_state{name="inception_v2",state="AVAILABLE",version="3"} 1.0\n'
                     'model_info{device="/CPU:0",name="inception_v2",version="3"} 1.0\n'
                 }
             },

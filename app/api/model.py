@@ -1,14 +1,13 @@
-"""GET /model: what the served model is, how it was trained, and how it runs here."""
+"""GET /model: what a served model version is, how it was trained, how it runs here, and every version."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from app.api.predict import get_classifier
+from app.api.deps import ClassifierDep, ModelsDep
 from app.api.problems import PROBLEM_RESPONSES
-from app.runtime.classifier import Classifier
 from app.runtime.metadata import Architecture, InputSpec
 
 router = APIRouter(tags=["model"])
@@ -30,8 +29,25 @@ class RuntimeInfo(BaseModel):
     inter_op_threads: int = Field(description="0: TensorFlow's choice.", examples=[0])
 
 
+class VersionInfo(BaseModel):
+    """One version of the model known to the service, and where it is in its lifecycle."""
+
+    version: int = Field(examples=[3])
+    state: Literal["LOADING", "AVAILABLE", "UNLOADING", "END"] = Field(
+        description="END: unloaded, or failed to load (then `error` says why).", examples=["AVAILABLE"]
+    )
+    version_labels: list[str] = Field(
+        description="The labels pointing to this version.", examples=[["stable"]]
+    )
+    error: str | None = Field(
+        None,
+        description="Why the version could not be loaded: the path and the problem.",
+        examples=[None],
+    )
+
+
 class ModelInfo(BaseModel):
-    """The served model: identity, labels, architecture, signatures, training summary and runtime."""
+    """A served model version: identity, labels, architecture, signatures, training, runtime; all versions."""
 
     name: str = Field(examples=["inception_v2"])
     version: int = Field(examples=[3])
@@ -42,12 +58,20 @@ class ModelInfo(BaseModel):
     signatures: dict[str, Any] = Field(description="Each SavedModel signature's inputs and outputs.")
     training: dict[str, Any] = Field(description="Training parameters, data and final metrics, as exported.")
     runtime: RuntimeInfo
+    versions: list[VersionInfo] = Field(description="Every version known: loading, available, or ended.")
 
 
-@router.get("/model", summary="Describe the model", responses={503: PROBLEM_RESPONSES[503]})
-async def model_info(classifier: Annotated[Classifier, Depends(get_classifier)]) -> ModelInfo:
-    """Describe the served model: labels, architecture with every layer, training summary, runtime."""
+@router.get(
+    "/model",
+    summary="Describe the model",
+    responses={status: PROBLEM_RESPONSES[status] for status in (404, 503)},
+)
+async def model_info(classifier: ClassifierDep, models: ModelsDep) -> ModelInfo:
+    """Describe a served version (`?version=`, `?label=`; default the highest available): labels,
+    architecture with every layer, training summary, runtime; and the state of every version.
+    """
     model, settings = classifier.model, classifier.settings
+    labels = models.labels()
     return ModelInfo(
         name=model.name,
         version=model.version,
@@ -74,4 +98,13 @@ async def model_info(classifier: Annotated[Classifier, Depends(get_classifier)])
                 }
             ),
         ),
+        versions=[
+            VersionInfo(
+                version=status.version,
+                state=status.state,
+                version_labels=[label for label, version in labels.items() if version == status.version],
+                error=status.error,
+            )
+            for status in models.statuses()
+        ],
     )

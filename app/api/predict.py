@@ -5,13 +5,13 @@ from collections.abc import Coroutine
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
+from app.api.deps import ClassifierDep
 from app.api.problems import PROBLEM_RESPONSES
-from app.errors import ModelNotReady, RequestAbandoned, TooManyFiles
-from app.runtime.classifier import Classifier
+from app.errors import RequestAbandoned, TooManyFiles
 
 router = APIRouter(tags=["inference"])
 
@@ -66,14 +66,6 @@ class PredictResponse(BaseModel):
     }
 
 
-async def get_classifier(request: Request) -> Classifier:
-    """The loaded runtime (async: FastAPI would run a plain function on a worker thread)."""
-    classifier: Classifier | None = request.app.state.classifier
-    if classifier is None:
-        raise ModelNotReady("The model is not loaded")
-    return classifier
-
-
 async def unless_abandoned(request: Request, work: Coroutine[Any, Any, list[np.ndarray]]) -> list[np.ndarray]:
     """Run `work`, cancelling it if the client disconnects first: nobody would read the answer.
 
@@ -107,7 +99,7 @@ def top_predictions(probabilities: np.ndarray, labels: list[str], k: int) -> lis
 @router.post("/predict", summary="Classify images", responses=PROBLEM_RESPONSES)
 async def predict(
     request: Request,
-    classifier: Annotated[Classifier, Depends(get_classifier)],
+    classifier: ClassifierDep,
     file: Annotated[
         list[UploadFile],
         File(description="One or more images (JPEG, PNG, GIF, BMP or WebP), each a part named `file`."),

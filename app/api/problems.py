@@ -16,6 +16,7 @@ PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:inception-v2-service:problem:"
 
 STATUS: dict[type[errors.ServiceError], int] = {
+    errors.VersionNotFound: 404,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedImage: 415,
     errors.ImageTooLarge: 413,
@@ -124,6 +125,7 @@ def register_problem_handlers(app: FastAPI) -> None:
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "description": description}
     for status, description in {
+        404: "A version or version label that is not served (unknown, still loading, or failed to load)",
         413: "Body over MAX_UPLOAD_BYTES, an image over MAX_IMAGE_PIXELS, or more than MAX_FILES files",
         415: "A file that is not a JPEG, PNG, GIF, BMP or WebP image",
         422: "A truncated or corrupt image, no file, or an invalid parameter",

@@ -1,16 +1,17 @@
-"""The runtime as one object: a loaded model behind the batcher, with a pool of image decoders."""
+"""One served model version: the loaded model behind its own batcher, decoding on a shared pool."""
 
 import asyncio
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
 from app.runtime.batcher import Batcher, BatchObserver
 from app.runtime.images import decode_image
-from app.runtime.model import Model, load_model
+from app.runtime.model import Model, load_version
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -21,10 +22,12 @@ Upload = tuple[str, BinaryIO]  # filename, file
 class Classifier:
     """Turns uploaded images into class probabilities, batching concurrent requests."""
 
-    def __init__(self, model: Model, settings: Settings, on_batch: BatchObserver | None = None) -> None:
+    def __init__(
+        self, model: Model, settings: Settings, decoders: Executor, on_batch: BatchObserver | None = None
+    ) -> None:
         self.model = model
         self.settings = settings
-        self._decoders = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self._decoders = decoders
         self.batcher = Batcher(
             model.predict,
             max_batch_size=settings.max_batch_size,
@@ -35,16 +38,16 @@ class Classifier:
         )
 
     @classmethod
-    def start(cls, settings: Settings, on_batch: BatchObserver | None = None) -> "Classifier":
-        """Load and warm up the configured model; raises `ModelLoadError` when it cannot be served."""
-        model = load_model(
-            settings.model_base_path,
-            settings.model_name,
-            settings.model_version,
-            gpu_memory_limit_mb=settings.gpu_memory_limit_mb,
-            intra_op_threads=settings.intra_op_threads,
-            inter_op_threads=settings.inter_op_threads,
-        )
+    def start(
+        cls,
+        path: Path,
+        device: str,
+        settings: Settings,
+        decoders: Executor,
+        on_batch: BatchObserver | None = None,
+    ) -> "Classifier":
+        """Load and warm up the version in `path`; raises `ModelLoadError` when it cannot be served."""
+        model = load_version(path, device)
         logger.info(
             "Loaded model %s version %d from %s on %s in %.2f s",
             model.name,
@@ -55,9 +58,12 @@ class Classifier:
         )
         model.warm_up(list(range(1, settings.max_batch_size + 1)))
         logger.info(
-            "Warmed up at batch sizes 1 to %d in %.2f s", settings.max_batch_size, model.warmup_seconds
+            "Warmed up version %d at batch sizes 1 to %d in %.2f s",
+            model.version,
+            settings.max_batch_size,
+            model.warmup_seconds,
         )
-        return cls(model, settings, on_batch)
+        return cls(model, settings, decoders, on_batch)
 
     async def classify(self, uploads: Sequence[Upload]) -> list[np.ndarray]:
         """Probabilities for each upload, in order; raises the first bad upload's error, in upload order.
@@ -82,6 +88,5 @@ class Classifier:
         return self.model.resize(decode_image(file, filename, self.settings.max_image_pixels))
 
     def close(self) -> None:
-        """Finish the queued images, then stop the threads."""
+        """Finish the queued images, then stop the inference thread (the decoders are shared)."""
         self.batcher.close()
-        self._decoders.shutdown()

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.json"
 SIGNATURES = ("predict_pixels", "resize_image")
+MISSING_METADATA = "{}: missing; every version needs the metadata its exporter writes"
 
 
 @dataclass
@@ -73,16 +74,25 @@ class Model:
         self.warmup_batch_sizes = list(batch_sizes)
 
 
-def find_version(base_path: Path, name: str, version: int | None) -> Path:
-    """The folder of `version` of model `name` (TF Serving's layout), by default the highest version."""
-    model_dir = base_path / name
+def list_versions(model_dir: Path) -> dict[int, Path]:
+    """The numbered folders of a model (TF Serving's layout); an exporter's hidden staging folders are not."""
     if not model_dir.is_dir():
         raise ModelLoadError(f"{model_dir}: no such folder (MODEL_BASE_PATH/MODEL_NAME); train a model first")
-    versions = {int(p.name): p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()}
+    return {int(p.name): p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()}
+
+
+def no_versions(model_dir: Path) -> ModelLoadError:
+    return ModelLoadError(
+        f"{model_dir}: no model versions in it (numbered folders such as {model_dir / '1'})"
+    )
+
+
+def find_version(base_path: Path, name: str, version: int | None) -> Path:
+    """The folder of `version` of model `name`, by default the highest version."""
+    model_dir = base_path / name
+    versions = list_versions(model_dir)
     if not versions:
-        raise ModelLoadError(
-            f"{model_dir}: no model versions in it (numbered folders such as {model_dir / '1'})"
-        )
+        raise no_versions(model_dir)
     if version is None:
         return versions[max(versions)]
     if version not in versions:
@@ -93,14 +103,21 @@ def find_version(base_path: Path, name: str, version: int | None) -> Path:
     return versions[version]
 
 
+def incomplete(version_dir: Path) -> str | None:
+    """What a version folder still lacks to be loaded, or None once an exporter has finished it."""
+    if not (version_dir / "saved_model.pb").is_file():
+        return f"{version_dir}: no saved_model.pb in it; the version is empty or incomplete"
+    if not (version_dir / METADATA_FILE).is_file():
+        return MISSING_METADATA.format(version_dir / METADATA_FILE)
+    return None
+
+
 def read_metadata(version_dir: Path) -> ModelMetadata:
     file = version_dir / METADATA_FILE
     try:
         return ModelMetadata.model_validate_json(file.read_bytes())
     except FileNotFoundError:
-        raise ModelLoadError(
-            f"{file}: missing; every version needs the metadata its exporter writes"
-        ) from None
+        raise ModelLoadError(MISSING_METADATA.format(file)) from None
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         where = ".".join(str(part) for part in error["loc"])
@@ -139,18 +156,27 @@ def load_model(
 ) -> Model:
     """Load a version of a model, or raise `ModelLoadError` naming the path and what is wrong."""
     path = find_version(base_path, name, version)
-    if not (path / "saved_model.pb").is_file():
-        raise ModelLoadError(f"{path}: no saved_model.pb in it; the version is empty or incomplete")
+    return load_version(path, place_on_device(gpu_memory_limit_mb, intra_op_threads, inter_op_threads))
+
+
+def load_version(path: Path, device: str) -> Model:
+    """Load the version in folder `path` onto `device`, or raise `ModelLoadError` naming what is wrong."""
+    if problem := incomplete(path):
+        raise ModelLoadError(problem)
     metadata = read_metadata(path)
-    device = place_on_device(gpu_memory_limit_mb, intra_op_threads, inter_op_threads)
     start = time.perf_counter()
     try:
         with tf.device(device):
             saved_model = tf.saved_model.load(str(path))
     except Exception as exc:  # whatever TensorFlow raises, the files are not a SavedModel it can run
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path}: not a loadable SavedModel ({first_line})") from exc
+        raise ModelLoadError(f"{path}: not a loadable SavedModel ({first_line(exc)})") from exc
     missing = [signature for signature in SIGNATURES if signature not in saved_model.signatures]
     if missing:
         raise ModelLoadError(f"{path}: the SavedModel lacks the signature(s) {', '.join(missing)}")
     return Model(path, metadata, device, time.perf_counter() - start, saved_model)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception in one line: TensorFlow's messages run to many."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

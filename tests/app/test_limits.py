@@ -76,7 +76,7 @@ def test_more_files_than_max_files_is_refused(limited):
 
 
 def test_a_full_queue_answers_503_with_retry_after(limited):
-    with limited.app.state.classifier.batcher.admit(3):  # three images already waiting, room for one
+    with limited.app.state.models.get().batcher.admit(3):  # three images already waiting, room for one
         response = limited.post("/predict", files=files(("a.png", png(10, 10)), ("b.png", png(10, 10))))
         room_for_one = limited.post("/predict", files=files(("a.png", png(10, 10))))
 

@@ -7,6 +7,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.main import create_app
 from tests.app.conftest import files, png
 
+V1 = (("version", "1"),)
+
 
 def samples(client: TestClient) -> dict[tuple, float]:
     """Every sample of /metrics, keyed by (name, sorted labels)."""
@@ -22,7 +24,7 @@ def samples(client: TestClient) -> dict[tuple, float]:
 
 def batch_sizes(metrics: dict[tuple, float]) -> tuple[float, float]:
     """How many model calls, and how many images they held."""
-    return metrics[("inference_batch_size_count", ())], metrics[("inference_batch_size_sum", ())]
+    return metrics[("inference_batch_size_count", V1)], metrics[("inference_batch_size_sum", V1)]
 
 
 @pytest.fixture
@@ -54,7 +56,12 @@ def test_the_model_and_queue_are_reported(fresh):
     metrics = samples(fresh)
 
     assert metrics[("model_info", (("device", "/CPU:0"), ("name", "inception_v2"), ("version", "1")))] == 1
-    assert metrics[("inference_queue_depth", ())] == 0
+    assert metrics[("inference_queue_depth", V1)] == 0
+    assert metrics[("inference_queue_capacity", V1)] == 256
+    for state in ("LOADING", "AVAILABLE", "UNLOADING", "END"):
+        labels = (("name", "inception_v2"), ("state", state), ("version", "1"))
+        assert metrics[("model_version_state", labels)] == (state == "AVAILABLE")
+    assert metrics[("model_version_failed", (("name", "inception_v2"), ("version", "1")))] == 0
     assert metrics[("http_requests_in_progress", ())] == 1  # this very request
 
 
@@ -64,9 +71,9 @@ def test_the_images_of_one_request_share_one_batch(fresh):
     metrics = samples(fresh)
 
     assert batch_sizes(metrics) == (1, 6)
-    assert metrics[("inference_batch_size_bucket", (("le", "4.0"),))] == 0
-    assert metrics[("inference_batch_size_bucket", (("le", "8.0"),))] == 1
-    assert metrics[("inference_batch_duration_seconds_count", ())] == 1
+    assert metrics[("inference_batch_size_bucket", (("le", "4.0"), *V1))] == 0
+    assert metrics[("inference_batch_size_bucket", (("le", "8.0"), *V1))] == 1
+    assert metrics[("inference_batch_duration_seconds_count", V1)] == 1
 
 
 def test_concurrent_requests_are_batched_together(fresh):

@@ -259,7 +259,7 @@ def test_a_client_that_disconnects_has_its_images_withdrawn(make_settings):
 
     async def scenario() -> int:
         async with app.router.lifespan_context(app):
-            batcher = app.state.classifier.batcher
+            batcher = app.state.models.get().batcher
             with batcher.admit(1):  # an image on its way: the batcher waits up to 1 s for it
                 request = asyncio.ensure_future(app(scope, receive, send))
                 while batcher.depth < 2:  # the request's image has joined the queue
