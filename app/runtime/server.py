@@ -141,12 +141,13 @@ class ModelServer:
         """Check the folder once: load what the policy selects, unload what it dropped, relabel."""
         with self._checking:
             present = self._present_versions()
-            wanted = self._wanted(present)
-            for version in sorted(wanted - self._serving.keys(), reverse=True):
+            # Highest first; a version that fails drops out of the choice, which may then fall on another.
+            while pending := self._wanted(present) - self._serving.keys():
                 if self._stop.is_set():
                     return
+                version = max(pending)
                 self._load(version, present[version])
-            wanted = self._wanted(present)  # without the versions that just failed
+            wanted = self._wanted(present)
             if wanted & self._serving.keys():
                 for version in sorted(self._serving.keys() - wanted):
                     self._unload(version)

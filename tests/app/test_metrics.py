@@ -2,24 +2,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
-from tests.app.conftest import files, png
+from tests.app.conftest import files, png, samples
 
 V1 = (("version", "1"),)
-
-
-def samples(client: TestClient) -> dict[tuple, float]:
-    """Every sample of /metrics, keyed by (name, sorted labels)."""
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
 
 
 def batch_sizes(metrics: dict[tuple, float]) -> tuple[float, float]:
