@@ -48,7 +48,9 @@ class VersionPolicy:
     def __str__(self) -> str:
         if self.kind == "specific":
             return "specific:" + ",".join(map(str, self.versions))
-        return "latest" if self.kind == "latest" and self.count == 1 else f"{self.kind}:{self.count}"
+        if self.kind == "latest" and self.count > 1:
+            return f"latest:{self.count}"
+        return self.kind
 
 
 def parse_version_policy(value: object) -> object:
@@ -226,7 +228,7 @@ def describe_settings() -> str:
     lines = ["environment variables:"]
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        text = f"{field.description} Default: {'unset' if default is None else default}."
+        text = f"{field.description} Default: {'unset' if default in (None, {}) else default}."
         first = f"  {name.upper():<21}"
         lines.extend(textwrap.wrap(text, 100, initial_indent=first, subsequent_indent=" " * len(first)))
     return "\n".join(lines)

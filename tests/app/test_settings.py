@@ -98,3 +98,77 @@ def test_the_server_refuses_to_start_with_invalid_settings():
         result.stderr
         == "Invalid settings:\n  MAX_BATCH_SIZE='-1': Input should be greater than or equal to 1\n"
     )
+
+
+@pytest.mark.parametrize(
+    "value, policy, chosen",
+    [
+        ("latest", "latest", [5]),
+        ("latest:2", "latest:2", [3, 5]),
+        (" Latest:9 ", "latest:9", [1, 2, 3, 5]),
+        ("all", "all", [1, 2, 3, 5]),
+        ("specific:3,1,3", "specific:1,3", [1, 3]),
+        ("specific:4", "specific:4", []),
+    ],
+)
+def test_the_version_policy_is_tf_servings(environ, value, policy, chosen):
+    environ.setenv("MODEL_VERSION_POLICY", value)
+
+    settings = load_settings()
+
+    assert str(settings.version_policy) == policy
+    assert sorted(settings.version_policy.select([1, 2, 3, 5])) == chosen
+
+
+def test_model_version_is_a_specific_policy(environ):
+    environ.setenv("MODEL_VERSION", "3")
+
+    assert str(load_settings().version_policy) == "specific:3"
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        (
+            "MODEL_VERSION_POLICY",
+            "newest",
+            "expected latest, latest:N, all or specific:V1,V2 (TF Serving's model_version_policy)",
+        ),
+        ("MODEL_VERSION_POLICY", "latest:0", "versions and counts are whole numbers from 1; got '0'"),
+        ("MODEL_VERSION_POLICY", "specific:1,x", "versions and counts are whole numbers from 1; got '1,x'"),
+        (
+            "MODEL_VERSION_LABELS",
+            "stable:1",
+            "expected label=version pairs such as stable=1,canary=2; got 'stable:1'",
+        ),
+        (
+            "MODEL_VERSION_LABELS",
+            "2=1",
+            "a version label starts with a letter, then letters, digits, _ . -; got '2'",
+        ),
+        ("MODEL_POLL_SECONDS", "-1", "Input should be greater than or equal to 0"),
+    ],
+)
+def test_a_bad_version_setting_is_refused_naming_it(environ, name, value, message):
+    environ.setenv(name, value)
+
+    with pytest.raises(InvalidSettings) as caught:
+        load_settings()
+
+    assert str(caught.value) == f"Invalid settings:\n  {name}={value!r}: {message}"
+
+
+def test_version_labels_are_read(environ):
+    environ.setenv("MODEL_VERSION_LABELS", "stable=1, canary=2")
+
+    assert load_settings().model_version_labels == {"stable": 1, "canary": 2}
+
+
+def test_model_version_and_a_policy_together_are_refused(environ):
+    environ.setenv("MODEL_VERSION", "1")
+    environ.setenv("MODEL_VERSION_POLICY", "all")
+
+    with pytest.raises(
+        InvalidSettings, match=r"Set MODEL_VERSION \(1\) or MODEL_VERSION_POLICY \(all\), not both"
+    ):
+        load_settings()
