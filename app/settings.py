@@ -189,7 +189,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "Settings":
-        if self.model_version is not None and "model_version_policy" in self.model_fields_set:
+        if self.model_version is not None and self.model_version_policy != VersionPolicy("latest"):
             raise ValueError(
                 f"Set MODEL_VERSION ({self.model_version}) or MODEL_VERSION_POLICY "
                 f"({self.model_version_policy}), not both"
