@@ -70,7 +70,7 @@ class ModelServer:
         self._lock = threading.Lock()  # guards the three dicts below
         self._serving: dict[int, Classifier] = {}
         self._states: dict[int, VersionStatus] = {}
-        self._labels: dict[str, int] = dict(settings.model_version_labels)
+        self._labels: dict[str, int] = {}  # MODEL_VERSION_LABELS and the file's, read by each check
         self._failed: dict[int, Fingerprint] = {}  # the folder as it was when it failed to load
         self._file_labels: dict[str, int] = {}
         self._reported: set[str] = set()  # problems already logged, so each poll does not repeat them
@@ -264,7 +264,7 @@ class ModelServer:
 
     def _resolve(self, label: str) -> int:
         if label not in self._labels:
-            known = ", ".join(f"{name}={v}" for name, v in sorted(self._labels.items())) or "none"
+            known = describe_labels(self._labels)
             raise VersionNotFound(f"No version of {self.name} is labelled {label!r}; labels: {known}")
         version = self._labels[label]
         if version not in self._serving:
@@ -297,15 +297,22 @@ class ModelServer:
             )
         labels = dict(self.settings.model_version_labels) | self._file_labels
         with self._lock:
+            before = {label: v for label, v in self._labels.items() if v in self._serving}
             self._labels = labels
-            dangling = {label: v for label, v in labels.items() if v not in self._serving}
-        for label, version in sorted(dangling.items()):
-            self._report_once(
-                f"dangling:{label}={version}",
-                "Label %r points to version %d, which is not available; the label is not in force",
-                label,
-                version,
-            )
+        in_force = self.labels()
+        if in_force != before:
+            logger.info("Version labels in force: %s", describe_labels(in_force))
+        for label, version in sorted(labels.items()):
+            key = f"dangling:{label}={version}"
+            if label in in_force:
+                self._reported.discard(key)  # should it dangle again, say so again
+            else:
+                self._report_once(
+                    key,
+                    "Label %r points to version %d, which is not available; the label is not in force",
+                    label,
+                    version,
+                )
 
     def _report_once(self, key: str, message: str, *args: object) -> None:
         if key not in self._reported:
@@ -327,6 +334,10 @@ class ModelServer:
             present = ", ".join(map(str, sorted(folders)))
             return ModelLoadError(f"{where}: no such version ({setting} {wanted}); present: {present}")
         return ModelLoadError("; ".join(filter(None, (incomplete(path) for path in folders.values()))))
+
+
+def describe_labels(labels: dict[str, int]) -> str:
+    return ", ".join(f"{label}={version}" for label, version in sorted(labels.items())) or "none"
 
 
 def fingerprint(folder: Path) -> Fingerprint:

@@ -198,7 +198,9 @@ def test_start_up_fails_naming_every_version_that_could_not_be_loaded(repository
     assert str(caught.value).startswith(f"{base / MODEL_NAME / '1'}: not a loadable SavedModel (")
 
 
-def test_labels_come_from_the_setting_and_the_file_and_only_point_to_available_versions(repository, serve):
+def test_labels_come_from_the_setting_and_the_file_and_only_point_to_available_versions(
+    repository, serve, app_log
+):
     base, add = repository
     add(1)
     add(2, source=2)
@@ -222,6 +224,11 @@ def test_labels_come_from_the_setting_and_the_file_and_only_point_to_available_v
 
     assert server.labels() == {"canary": 2, "stable": 1}
     assert server.get(label="canary").model.version == 2
+    assert [m for m in app_log.messages if m.startswith(("Version labels", "Label "))] == [
+        "Version labels in force: stable=1",
+        "Label 'canary' points to version 3, which is not available; the label is not in force",
+        "Version labels in force: canary=2, stable=1",
+    ]
 
 
 def test_a_bad_labels_file_is_logged_and_the_labels_kept(repository, serve, app_log):
