@@ -67,7 +67,7 @@ class ModelServer:
         self.name = settings.model_name
         self.model_dir = settings.model_base_path / settings.model_name
         self._on_batch = on_batch
-        self._lock = threading.Lock()  # guards the three dicts below
+        self._lock = threading.Lock()  # guards _serving, _states and _labels (read by requests)
         self._serving: dict[int, Classifier] = {}
         self._states: dict[int, VersionStatus] = {}
         self._labels: dict[str, int] = {}  # MODEL_VERSION_LABELS and the file's, read by each check
