@@ -137,6 +137,10 @@ def main() -> int:
         steady = sorted(s for _, _, s in client.answers)
         median_ms = steady[len(steady) // 2] * 1000
         print(f"{len(client.answers)} requests, {client.failures} failed; median {median_ms:.0f} ms")
+        log.flush()
+        for line in (work / "server.log").read_text().splitlines():
+            if "Loaded model" in line or "Warmed up" in line:
+                print("server:", line.split(maxsplit=1)[1])
     finally:
         server.terminate()
         server.wait(60)
