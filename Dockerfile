@@ -48,6 +48,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # Trains the demo model into /models; `docker compose --profile train run train` runs it.
 # The code is copied, not pip-installed, so editing app/ or README.md never invalidates training.
 FROM deps AS trainer
+COPY imaging ./imaging
 COPY training ./training
 COPY --chmod=755 deploy/docker/train-demo-model.sh /usr/local/bin/train-demo-model
 RUN install -d -o app -g app /models
@@ -59,6 +60,7 @@ RUN train-demo-model
 
 FROM base AS runtime
 COPY --from=deps /opt/venv /opt/venv
+COPY imaging ./imaging
 COPY app ./app
 ENV HOST=0.0.0.0 \
     PORT=8000

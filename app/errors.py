@@ -48,6 +48,12 @@ class ImageTooLarge(InvalidImage):
     title = "Image too large"
 
 
+class ReportNotFound(ServiceError):
+    """The served version has no training report, or no report file of that name."""
+
+    title = "No such report"
+
+
 class TooManyFiles(ServiceError):
     """More images in one request than MAX_FILES."""
 

@@ -1,9 +1,14 @@
-"""Command line: `python -m training make-demo-data ...` and `python -m training train ...`."""
+"""Command line: `python -m training make-demo-data|train|evaluate ...`.
+
+TensorFlow is imported only by the command that runs, so `--help` answers at once.
+"""
 
 import argparse
 import logging
 import sys
 from collections.abc import Sequence
+
+from training.config import ARCHITECTURE_NAMES, TrainConfig
 
 DEFAULTS_NOTE = (
     "Defaults train the demo model to over 95% validation accuracy in a few minutes on 2 CPU cores."
@@ -11,9 +16,6 @@ DEFAULTS_NOTE = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.inception_v2 import ARCHITECTURES
-    from training.train import TrainConfig
-
     defaults = TrainConfig(data_dir="")
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -30,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=DEFAULTS_NOTE,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    train.add_argument("--data-dir", required=True, help="folder of <label>/<image> (JPEG, PNG, GIF, BMP)")
-    train.add_argument("--arch", choices=sorted(ARCHITECTURES), default=defaults.arch)
+    train.add_argument(
+        "--data-dir", required=True, help="folder of <label>/<image> (JPEG, PNG, GIF, BMP, WebP)"
+    )
+    train.add_argument("--arch", choices=sorted(ARCHITECTURE_NAMES), default=defaults.arch)
     train.add_argument(
         "--image-size", type=int, default=defaults.image_size, help="square input side in pixels"
     )
@@ -43,12 +47,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--patience", type=int, default=defaults.patience, help="early-stopping patience in epochs"
     )
     train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument(
+        "--augment",
+        action="store_true",
+        help="random flips, crops and brightness/contrast changes of the training images",
+    )
     train.add_argument("--model-base-path", default=defaults.model_base_path, help="the model repository")
     train.add_argument("--model-name", default=defaults.model_name)
     train.add_argument(
         "--checkpoint-dir",
         default=None,
         help="where an interrupted run resumes from (default: checkpoints/<name>)",
+    )
+    train.add_argument("--tensorboard-dir", default=None, help="write TensorBoard logs into this folder")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="measure a model version on a folder of class subfolders; writes evaluation.json beside it",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    evaluate.add_argument(
+        "--data-dir", required=True, help="folder of <label>/<image>, labels the model knows"
+    )
+    evaluate.add_argument("--model-base-path", default=defaults.model_base_path, help="the model repository")
+    evaluate.add_argument("--model-name", default=defaults.model_name)
+    evaluate.add_argument(
+        "--version", type=int, default=None, help="the version to evaluate (default: newest)"
     )
     return parser
 
@@ -64,8 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             out = make_demo_data(args.out, args.images_per_class, args.size, args.seed)
             print(f"Wrote {args.images_per_class} images per class into {out}")
+        elif args.command == "evaluate":
+            from training.evaluate import run
+
+            run(args.data_dir, args.model_base_path, args.model_name, args.version)
         else:
-            from training.train import TrainConfig, train
+            from training.train import train
 
             train(TrainConfig(**{k: v for k, v in vars(args).items() if k != "command"}))
     except ValueError as error:  # DataError and argument checks: the message is the whole story

@@ -1,18 +1,22 @@
 """Read a folder of class subfolders into training and validation `tf.data` pipelines.
 
-The layout is `keras.utils.image_dataset_from_directory`'s (`DIR/<label>/<image>`), read with the
-same decode and resize. We list and check the files ourselves, because one unreadable image makes
-`image_dataset_from_directory` fail mid-epoch; here it is skipped up front with a warning naming it.
+The layout is `keras.utils.image_dataset_from_directory`'s (`DIR/<label>/<image>`). Images are
+decoded by `imaging.decode`, the decoder the service uses for uploads (so both see the same pixels
+for the same file, EXIF orientation included), then resized by the SavedModel's resize. We list and
+check the files ourselves, because one unreadable image makes `image_dataset_from_directory` fail
+mid-epoch; here it is skipped up front with a warning naming it.
 """
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from training.preprocessing import IMAGE_EXTENSIONS, decode_and_resize, decode_image
+from imaging.decode import EXTENSIONS, ImageError, decode
+from training.preprocessing import resize
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +56,24 @@ class ImageFolder:
 
 
 def _is_readable(path: Path) -> bool:
-    """True when TensorFlow's decoder, the one training uses, can decode the file."""
+    """True when the shared decoder, the one training and serving use, can decode the file."""
     try:
-        decode_image(tf.io.read_file(str(path)))
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.OutOfRangeError):
+        decode(path)
+    except (ImageError, OSError):
         return False
     return True
 
 
-def scan_image_folder(data_dir: str | Path, validation_split: float, seed: int) -> ImageFolder:
-    """List, check and split the images of `data_dir`, with a clear DataError when it can't be used."""
-    if not 0 < validation_split < 1:
-        raise DataError(f"--validation-split must be between 0 and 1. Received: {validation_split}")
+@dataclass(frozen=True)
+class LabelledFiles:
+    class_names: list[str]
+    paths: list[str]
+    labels: list[int]
+    skipped: list[str]
+
+
+def list_image_folder(data_dir: str | Path) -> LabelledFiles:
+    """The readable images of `data_dir/<label>/`, labelled by folder; a clear DataError when none."""
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"Data folder {root} does not exist or is not a folder.")
@@ -76,9 +86,7 @@ def scan_image_folder(data_dir: str | Path, validation_split: float, seed: int) 
     skipped: list[str] = []
     class_names: list[str] = []
     for class_dir in class_dirs:
-        files = sorted(
-            p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-        )
+        files = sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
         readable = []
         for path in files:
             if _is_readable(path):
@@ -92,9 +100,18 @@ def scan_image_folder(data_dir: str | Path, validation_split: float, seed: int) 
             paths.extend(readable)
         else:
             log.warning("Skipping class folder %s: it has no readable images", class_dir)
-
     if not paths:
-        raise DataError(f"No readable images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}.")
+        raise DataError(f"No readable images ({', '.join(EXTENSIONS)}) found under {root}.")
+    return LabelledFiles(class_names, paths, labels, skipped)
+
+
+def scan_image_folder(data_dir: str | Path, validation_split: float, seed: int) -> ImageFolder:
+    """List, check and split the images of `data_dir`, with a clear DataError when it can't be used."""
+    if not 0 < validation_split < 1:
+        raise DataError(f"--validation-split must be between 0 and 1. Received: {validation_split}")
+    root = Path(data_dir)
+    found = list_image_folder(root)
+    class_names, paths, labels, skipped = found.class_names, found.paths, found.labels, found.skipped
     if len(class_names) < 2:
         raise DataError(
             f"Need at least 2 classes with images to train a classifier; {root} has {len(class_names)}: "
@@ -117,16 +134,44 @@ def scan_image_folder(data_dir: str | Path, validation_split: float, seed: int) 
     )
 
 
+def augmentation(seed: int) -> keras.Sequential:
+    """Random flips, crops (zooming in by up to 20%) and brightness and contrast changes."""
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomZoom((-0.2, 0.0), seed=seed + 1),
+            keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed + 2),
+            keras.layers.RandomContrast(0.2, value_range=(0, 255), seed=seed + 3),
+        ],
+        name="augmentation",
+    )
+
+
 def make_dataset(
-    split: Split, image_size: tuple[int, int], batch_size: int, *, shuffle: bool, seed: int
+    split: Split,
+    image_size: tuple[int, int],
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    augment: bool = False,
 ) -> tf.data.Dataset:
-    """Decoded, resized and batched (image, label) pairs, cached in memory after the first epoch."""
+    """Decoded, resized and batched (image, label) pairs, cached in memory after the first epoch.
+
+    With `augment`, each epoch sees the cached images through a new random augmentation.
+    """
 
     def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return decode_and_resize(tf.io.read_file(path), image_size), label
+        image = tf.numpy_function(lambda p: decode(p.decode()), [path], tf.uint8, stateful=False)
+        image.set_shape([None, None, 3])
+        return resize(image, image_size), label
 
     dataset = tf.data.Dataset.from_tensor_slices((split.paths, split.labels))
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
     if shuffle:
         dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    if augment:
+        augmenter = augmentation(seed)
+        dataset = dataset.map(lambda images, labels: (augmenter(images, training=True), labels))
+    return dataset.prefetch(tf.data.AUTOTUNE)

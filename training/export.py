@@ -6,12 +6,15 @@ temporary folder beside the versions and renamed into place, which is atomic on 
 so a crash mid-export leaves no folder a server would take for a version.
 
 Signatures (the one path from image to probabilities, shared with training):
-- `serving_default`: `image_bytes` (string [batch]: encoded JPEG, PNG, GIF or BMP) ->
-  `probabilities` (float32 [batch, classes]). What a TF Serving client sends.
+- `serving_default`: `image_bytes` (string [batch]: encoded JPEG, PNG, GIF, BMP or WebP) ->
+  `probabilities` (float32 [batch, classes]). What a TF Serving client sends. Decodes in the graph
+  to the pixels `imaging.decode` gives training and the service, except that EXIF orientation is
+  not applied (see training/preprocessing.py).
 - `predict_pixels`: `pixels` (float32 [batch, height, width, 3], RGB in [0, 255], already at the
   model's input size) -> `probabilities`.
 - `resize_image`: `image` (uint8 [any height, any width, 3]) -> `pixels` (float32 [height, width, 3]),
-  the bilinear resize that the training data goes through (training/preprocessing.py).
+  the bilinear resize that the training data goes through (training/preprocessing.py); the service
+  decodes with `imaging.decode` and calls it.
 """
 
 import datetime as dt
@@ -28,8 +31,10 @@ import numpy as np
 import tensorflow as tf
 
 from training.preprocessing import RESIZE_METHOD, decode_and_resize, resize
+from training.report import TrainingReport
 
 METADATA_FILE = "metadata.json"
+REPORT_FOLDER = "report"
 METADATA_FORMAT_VERSION = 1
 
 
@@ -131,8 +136,12 @@ def export_model(
     name: str = "inception_v2",
     architecture: str | None = None,
     training: dict[str, Any] | None = None,
+    report: TrainingReport | None = None,
 ) -> Path:
-    """Write `model` as the next version of `name` under `base_path` and return its folder."""
+    """Write `model` as the next version of `name` under `base_path` and return its folder.
+
+    With a `report`, its files go into the version's `report/` folder, listed in metadata.json.
+    """
     num_classes = int(model.output_shape[-1])
     if len(labels) != num_classes:
         raise ValueError(
@@ -161,6 +170,8 @@ def export_model(
             "signatures": _signature_specs(module),
             "training": training or {},
         }
+        if report is not None:
+            metadata["report"] = {"folder": REPORT_FOLDER, **report.write(staging / REPORT_FOLDER)}
         return _publish(staging, model_dir, metadata)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -7,7 +7,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,42 +15,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.data import ImageFolder, make_dataset, scan_image_folder
+from imaging.decode import decode
+from training.config import TrainConfig
+from training.data import ImageFolder, Split, make_dataset, scan_image_folder
 from training.export import export_model
 from training.inception_v2 import ARCHITECTURES
+from training.metrics import confusion_matrix, format_table, summarize
+from training.report import Misclassified, TrainingReport
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    data_dir: str
-    arch: str = "inception_v2"
-    image_size: int = 64
-    epochs: int = 12
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    validation_split: float = 0.2
-    patience: int = 3
-    seed: int = 1337
-    model_base_path: str = "models"
-    model_name: str = "inception_v2"
-    checkpoint_dir: str | None = None
-
-    def validate(self) -> None:
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"--arch must be one of {sorted(ARCHITECTURES)}. Received: {self.arch!r}")
-        for field in ("image_size", "epochs", "batch_size", "patience"):
-            if getattr(self, field) < 1:
-                raise ValueError(
-                    f"--{field.replace('_', '-')} must be at least 1. Received: {getattr(self, field)}"
-                )
-        if self.learning_rate <= 0:
-            raise ValueError(f"--learning-rate must be positive. Received: {self.learning_rate}")
-
-    @property
-    def backup_dir(self) -> Path:
-        return Path(self.checkpoint_dir or Path("checkpoints") / self.model_name)
 
 
 class EpochCheckpoints(keras.callbacks.Callback):
@@ -113,20 +86,30 @@ def select_strategy() -> tuple[tf.distribute.Strategy, str]:
     return tf.distribute.get_strategy(), "CPU"
 
 
-def per_class_accuracy(
-    model: keras.Model, dataset: tf.data.Dataset, class_names: list[str]
-) -> tuple[float, dict[str, float | None]]:
-    """Overall and per-class accuracy of `model` on `dataset` (None for a class with no examples)."""
-    predicted, actual = [], []
+def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The model's probabilities [images, classes] on `dataset`, and the true labels, in order."""
+    probabilities, actual = [], []
     for images, labels in dataset:
-        predicted.append(np.argmax(model(images, training=False), axis=-1))
+        probabilities.append(np.asarray(model(images, training=False)))
         actual.append(labels.numpy())
-    predicted, actual = np.concatenate(predicted), np.concatenate(actual)
-    per_class = {}
-    for index, name in enumerate(class_names):
-        mask = actual == index
-        per_class[name] = float(np.mean(predicted[mask] == index)) if mask.any() else None
-    return float(np.mean(predicted == actual)), per_class
+    return np.concatenate(probabilities), np.concatenate(actual)
+
+
+def worst_classified(
+    split: Split, probabilities: np.ndarray, class_names: list[str], count: int = 12
+) -> list[Misclassified]:
+    """The `count` validation images with the lowest probability for their true class."""
+    true_probability = probabilities[np.arange(len(split)), split.labels]
+    return [
+        Misclassified(
+            path=split.paths[i],
+            pixels=decode(split.paths[i]),
+            label=class_names[split.labels[i]],
+            predicted=class_names[int(np.argmax(probabilities[i]))],
+            true_probability=float(true_probability[i]),
+        )
+        for i in np.argsort(true_probability, kind="stable")[:count]
+    ]
 
 
 def train(config: TrainConfig) -> Path:
@@ -135,7 +118,9 @@ def train(config: TrainConfig) -> Path:
     keras.utils.set_random_seed(config.seed)
     folder: ImageFolder = scan_image_folder(config.data_dir, config.validation_split, config.seed)
     image_size = (config.image_size, config.image_size)
-    train_ds = make_dataset(folder.train, image_size, config.batch_size, shuffle=True, seed=config.seed)
+    train_ds = make_dataset(
+        folder.train, image_size, config.batch_size, shuffle=True, seed=config.seed, augment=config.augment
+    )
     val_ds = make_dataset(folder.validation, image_size, config.batch_size, shuffle=False, seed=config.seed)
     log.info(
         "Training %s at %dx%d on %d images, validating on %d, classes: %s",
@@ -165,6 +150,8 @@ def train(config: TrainConfig) -> Path:
             monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=1
         ),
     ]
+    if config.tensorboard_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=config.tensorboard_dir))
     started = time.monotonic()
     history = model.fit(
         train_ds,
@@ -178,12 +165,15 @@ def train(config: TrainConfig) -> Path:
     duration = time.monotonic() - started
     checkpoints.remove()
 
-    accuracy, per_class = per_class_accuracy(model, val_ds, folder.class_names)
+    probabilities, actual = predict_dataset(model, val_ds)
+    confusion = confusion_matrix(actual, probabilities.argmax(axis=1), len(folder.class_names))
+    validation = summarize(confusion, folder.class_names)
+    accuracy = validation["accuracy"]
+    per_class = {name: row["recall"] for name, row in validation["per_class"].items()}
     print(
         f"Validation accuracy: {accuracy:.4f} ({len(folder.validation)} images, {duration:.0f} s of training)"
     )
-    for name, value in per_class.items():
-        print(f"  {name:<20} {'n/a' if value is None else f'{value:.4f}'}")
+    print(format_table(validation))
 
     training_summary: dict[str, Any] = {
         "params": {k: v for k, v in asdict(config).items() if k not in ("model_base_path", "checkpoint_dir")},
@@ -191,6 +181,8 @@ def train(config: TrainConfig) -> Path:
         "metrics": {
             "val_accuracy": accuracy,
             "per_class_accuracy": per_class,
+            "per_class": validation["per_class"],
+            "confusion_matrix": validation["confusion_matrix"],
             "history": {key: [float(v) for v in values] for key, values in history.history.items()},
             "epochs_run": len(history.history.get("loss", [])),
         },
@@ -215,6 +207,34 @@ def train(config: TrainConfig) -> Path:
         name=config.model_name,
         architecture=config.arch,
         training=training_summary,
+        report=training_report(training_summary, folder, confusion, probabilities),
     )
     print(f"Exported {version_dir}")
     return version_dir
+
+
+def training_report(
+    summary: dict[str, Any], folder: ImageFolder, confusion: np.ndarray, probabilities: np.ndarray
+) -> TrainingReport | None:
+    """The report the exporter writes beside the model, or None (with a warning) without matplotlib."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        log.warning("No training report: matplotlib is missing (pip install 'inception-v2-service[train]')")
+        return None
+    data = summary["data"]
+    return TrainingReport(
+        history=summary["metrics"]["history"],
+        class_names=folder.class_names,
+        confusion=confusion,
+        worst=worst_classified(folder.validation, probabilities, folder.class_names),
+        params=summary["params"],
+        data={key: value for key, value in data.items() if key != "skipped_files"}
+        | {"skipped_files": len(data["skipped_files"])},
+        validation={
+            "accuracy": round(summary["metrics"]["val_accuracy"], 4),
+            "epochs run": summary["metrics"]["epochs_run"],
+            "training time (s)": summary["duration_seconds"],
+            "device": summary["device"],
+        },
+    )

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import ClassifierDep, ModelsDep
 from app.api.problems import PROBLEM_RESPONSES
+from app.api.report import report_url
 from app.runtime.metadata import Architecture, InputSpec
 
 router = APIRouter(tags=["model"])
@@ -57,6 +58,9 @@ class ModelInfo(BaseModel):
     architecture: Architecture
     signatures: dict[str, Any] = Field(description="Each SavedModel signature's inputs and outputs.")
     training: dict[str, Any] = Field(description="Training parameters, data and final metrics, as exported.")
+    report: str | None = Field(
+        description="The training report's URL; null when the version has none.", examples=["/model/report"]
+    )
     runtime: RuntimeInfo
     versions: list[VersionInfo] = Field(description="Every version known: loading, available, or ended.")
 
@@ -81,6 +85,7 @@ async def model_info(classifier: ClassifierDep, models: ModelsDep) -> ModelInfo:
         architecture=model.metadata.architecture,
         signatures=model.metadata.signatures,
         training=model.metadata.training,
+        report=report_url(model),
         runtime=RuntimeInfo(
             device=model.device,
             load_seconds=model.load_seconds,

@@ -22,6 +22,7 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.ImageTooLarge: 413,
     errors.InvalidImage: 422,
     errors.TooManyFiles: 413,
+    errors.ReportNotFound: 404,
     errors.Overloaded: 503,
     errors.RequestTimedOut: 503,
     errors.ModelNotReady: 503,

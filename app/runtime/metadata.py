@@ -1,7 +1,7 @@
 """The `metadata.json` that the exporter writes beside each SavedModel version."""
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -33,6 +33,17 @@ class Architecture(BaseModel):
     layers: list[LayerSummary]
 
 
+FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")]
+
+
+class ReportManifest(BaseModel):
+    """The training report the exporter wrote into the version: a folder, its page, its files."""
+
+    folder: FileName
+    page: FileName
+    files: list[FileName]
+
+
 class ModelMetadata(BaseModel):
     """What the service needs from `metadata.json`; other keys are kept and ignored."""
 
@@ -46,6 +57,7 @@ class ModelMetadata(BaseModel):
     architecture: Architecture
     signatures: dict[str, Any]
     training: dict[str, Any] = {}
+    report: ReportManifest | None = None
 
     @model_validator(mode="after")
     def _one_label_per_class(self) -> "ModelMetadata":

@@ -1,0 +1,82 @@
+"""Encoded image (bytes, file or path) -> uint8 RGB pixels, the same way for training and serving.
+
+Every path that turns a file into model input goes through `decode`: the training reader, the
+evaluation command and the service's upload decoding. The SavedModel's in-graph decoder
+(`training/preprocessing.py`, for TF Serving) is made to agree with it; tests/imaging/ checks both.
+
+Steps, in order, so that a later step (say, JPEG DCT-domain downscaling with Pillow's `draft`
+before `load`) is added in one place and reaches every path at once:
+open (header only) -> check the pixel count -> load -> turn upright (EXIF) -> convert to RGB.
+"""
+
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+FORMAT_NAMES = "JPEG, PNG, GIF, BMP or WebP"
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
+
+# `max_pixels`, checked below, replaces Pillow's process-wide limit: one limit, one message.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageError(ValueError):
+    """An input that cannot be decoded; `detail` says why, without naming the file."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class UnsupportedFormat(ImageError):
+    """Not an image, or not in one of FORMATS."""
+
+
+class CorruptImage(ImageError):
+    """A supported format, but truncated or corrupt."""
+
+
+class TooManyPixels(ImageError):
+    """Width x height over the caller's limit, found from the header before decoding."""
+
+
+def decode(source: bytes | BinaryIO | str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode one image to uint8 RGB [height, width, 3], turned as its EXIF orientation says.
+
+    GIF and animated WebP give their first frame. Grayscale, palette and CMYK become RGB; alpha is
+    dropped, not composited; 16-bit samples keep their high byte: as TensorFlow's decoders do, so
+    that the SavedModel's `serving_default` sees the same pixels.
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        import io
+
+        source = io.BytesIO(source)
+    try:
+        image = Image.open(source, formats=FORMATS)  # lazy: reads the header only
+    except UnidentifiedImageError:
+        raise UnsupportedFormat(f"not a {FORMAT_NAMES} image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CorruptImage(f"truncated or corrupt image ({exc})") from None
+    with image:
+        width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise TooManyPixels(
+                f"{width}x{height} is {width * height} pixels, over MAX_IMAGE_PIXELS ({max_pixels})"
+            )
+        try:
+            image.load()
+            return _to_rgb(ImageOps.exif_transpose(image))
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise CorruptImage(f"truncated or corrupt {image.format} image ({exc})") from None
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    if image.mode.startswith("I;16"):  # 16-bit grayscale; Pillow's own conversion would clip
+        gray = (np.asarray(image) >> 8).astype(np.uint8)
+        return np.repeat(gray[..., np.newaxis], 3, axis=2)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)

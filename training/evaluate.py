@@ -1,0 +1,88 @@
+"""Evaluate an exported model version on a folder of labelled images, as the service would run it.
+
+The images go through the service's own path: `imaging.decode`, then the SavedModel's
+`resize_image` and `predict_pixels` signatures. The result is printed as a table and written
+into the version's folder as `evaluation.json`.
+"""
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from imaging.decode import decode
+from training.data import DataError, list_image_folder
+from training.export import METADATA_FILE, existing_versions
+from training.metrics import confusion_matrix, format_table, summarize
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def version_folder(model_base_path: str | Path, model_name: str, version: int | None) -> Path:
+    """The folder of `version` (default: the newest) of the model, or a DataError saying what exists."""
+    model_dir = Path(model_base_path) / model_name
+    versions = existing_versions(model_dir)
+    if not versions:
+        raise DataError(f"No model versions under {model_dir}; train one first.")
+    if version is None:
+        version = versions[-1]
+    if version not in versions:
+        raise DataError(
+            f"{model_dir} has no version {version}; present: {', '.join(str(v) for v in versions)}."
+        )
+    return model_dir / str(version)
+
+
+def predict_files(saved_model: Any, paths: list[str], batch_size: int) -> np.ndarray:
+    """Probabilities [files, classes] through the SavedModel's resize and prediction signatures."""
+    resize = saved_model.signatures["resize_image"]
+    predict = saved_model.signatures["predict_pixels"]
+    batches = []
+    for start in range(0, len(paths), batch_size):
+        pixels = [resize(image=decode(path))["pixels"] for path in paths[start : start + batch_size]]
+        batches.append(predict(pixels=tf.stack(pixels))["probabilities"].numpy())
+    return np.concatenate(batches)
+
+
+def evaluate(
+    data_dir: str | Path,
+    model_base_path: str | Path = "models",
+    model_name: str = "inception_v2",
+    version: int | None = None,
+    batch_size: int = 64,
+) -> tuple[Path, dict[str, Any]]:
+    """Evaluate a model version on `data_dir/<label>/<image>`; return the JSON file and its summary."""
+    folder = version_folder(model_base_path, model_name, version)
+    labels: list[str] = json.loads((folder / METADATA_FILE).read_text())["labels"]
+    files = list_image_folder(data_dir)
+    unknown = [name for name in files.class_names if name not in labels]
+    if unknown:
+        raise DataError(
+            f"{data_dir} has class folders the model does not know: {', '.join(unknown)}. "
+            f"{model_name} version {folder.name} knows: {', '.join(labels)}."
+        )
+    actual = np.array([labels.index(files.class_names[i]) for i in files.labels])
+    probabilities = predict_files(tf.saved_model.load(str(folder)), files.paths, batch_size)
+    summary = {
+        "model": {"name": model_name, "version": int(folder.name)},
+        "data_dir": str(Path(data_dir).resolve()),
+        "skipped_files": files.skipped,
+        "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **summarize(confusion_matrix(actual, probabilities.argmax(axis=1), len(labels)), labels),
+    }
+    target = folder / EVALUATION_FILE
+    staged = folder / f".{EVALUATION_FILE}.tmp"
+    staged.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(staged, target)  # the service may be reading the folder: never a half-written file
+    return target, summary
+
+
+def run(data_dir: str, model_base_path: str, model_name: str, version: int | None) -> None:
+    target, summary = evaluate(data_dir, model_base_path, model_name, version)
+    print(f"{model_name} version {summary['model']['version']} on {data_dir}")
+    print(format_table(summary))
+    print(f"Wrote {target}")
