@@ -94,7 +94,7 @@ class TrainingReport:
         for ax, item in zip(axes.flat, self.worst, strict=False):
             ax.imshow(item.pixels)
             ax.set_title(
-                f"{Path(item.path).name}\ntrue {item.label} ({item.true_probability:.2f})\n"
+                f"{Path(item.path).name}\ntrue {item.label} (p = {item.true_probability:.3f})\n"
                 f"predicted {item.predicted}",
                 fontsize=8,
             )

@@ -67,3 +67,19 @@ def test_unusable_folders_raise_a_clear_error(tmp_path, setup, message):
 def test_validation_split_must_be_a_fraction(image_folder):
     with pytest.raises(DataError, match="--validation-split must be between 0 and 1. Received: 1.5"):
         scan_image_folder(image_folder, 1.5, seed=0)
+
+
+def test_augment_changes_the_training_images_every_epoch_within_the_pixel_range(image_folder):
+    import numpy as np
+
+    split = scan_image_folder(image_folder, 0.25, seed=0).train
+    (plain, labels), *_ = list(make_dataset(split, (32, 32), 64, shuffle=False, seed=0))
+    augmented = make_dataset(split, (32, 32), 64, shuffle=False, seed=0, augment=True)
+    (first, first_labels), *_ = list(augmented)
+    (second, _), *_ = list(augmented)
+
+    assert first.shape == plain.shape
+    np.testing.assert_array_equal(first_labels, labels)
+    assert not np.allclose(first, plain)
+    assert not np.allclose(first, second)
+    assert float(np.min(first)) >= 0 and float(np.max(first)) <= 255
