@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
 from app.api.predict import get_classifier
-from app.api.problems import PROBLEM_RESPONSES
+from app.api.problems import PROBLEM_RESPONSES, Problem
 from app.errors import ReportNotFound
 from app.runtime.classifier import Classifier
 from app.runtime.model import Model
@@ -18,6 +18,7 @@ from app.runtime.model import Model
 router = APIRouter(tags=["model"])
 
 REPORT_URL = "/model/report"
+NOT_FOUND = {"model": Problem, "description": "The version has no training report, or no file of that name"}
 
 
 def report_url(model: Model) -> str | None:
@@ -44,7 +45,11 @@ def report_file(model: Model, name: str | None) -> Path:
     REPORT_URL,
     summary="The training report",
     response_class=FileResponse,
-    responses={200: {"content": {"text/html": {}}}, 404: PROBLEM_RESPONSES[404], 503: PROBLEM_RESPONSES[503]},
+    responses={
+        200: {"content": {"text/html": {"example": "<!DOCTYPE html>...<h1>Training report</h1>..."}}},
+        404: NOT_FOUND,
+        503: PROBLEM_RESPONSES[503],
+    },
 )
 async def report_page(classifier: Annotated[Classifier, Depends(get_classifier)]) -> FileResponse:
     """The served version's training report: learning curves, confusion matrix, worst images, settings."""
@@ -55,7 +60,11 @@ async def report_page(classifier: Annotated[Classifier, Depends(get_classifier)]
     REPORT_URL + "/{name}",
     summary="A figure of the training report",
     response_class=FileResponse,
-    responses={200: {"content": {"image/png": {}}}, 404: PROBLEM_RESPONSES[404], 503: PROBLEM_RESPONSES[503]},
+    responses={
+        200: {"content": {"image/png": {"example": "(the PNG of learning_curves.png)"}}},
+        404: NOT_FOUND,
+        503: PROBLEM_RESPONSES[503],
+    },
 )
 async def report_figure(
     name: str, classifier: Annotated[Classifier, Depends(get_classifier)]

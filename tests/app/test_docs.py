@@ -16,6 +16,8 @@ def test_every_endpoint_is_documented_with_a_description_and_an_example(client):
     assert set(operations) == {
         ("POST", "/predict"),
         ("GET", "/model"),
+        ("GET", "/model/report"),
+        ("GET", "/model/report/{name}"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
