@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests import image_corpus
 from tests.app.conftest import ROOT, png
 
 BOUNDARY = "test-boundary"
@@ -118,6 +119,21 @@ def test_the_server_predicts(server, serving_default):
     predictions = response.json()["results"][0]["predictions"]
     scores = np.array([p["score"] for p in sorted(predictions, key=lambda p: p["index"])])
     np.testing.assert_allclose(scores, serving_default(data), atol=1e-5)
+
+
+def test_photos_get_the_scores_tf_serving_would_give(server, serving_default):
+    """The README's promise as a user meets it: JPEGs and WebP through the port, as serving_default."""
+    names = ["baseline-420.jpg", "progressive.jpg", "cmyk.jpg", "grayscale.jpg", "lossy.webp"]
+    corpus = image_corpus.corpus()
+
+    response = httpx.post(
+        f"{server.url}/predict", files=[("file", (name, corpus[name])) for name in names], params={"top_k": 3}
+    )
+
+    assert response.status_code == 200, response.text
+    for name, result in zip(names, response.json()["results"], strict=True):
+        scores = np.array([p["score"] for p in sorted(result["predictions"], key=lambda p: p["index"])])
+        np.testing.assert_allclose(scores, serving_default(corpus[name]), atol=1e-6, err_msg=name)
 
 
 def test_the_healthcheck_passes_once_ready(server):
