@@ -2,13 +2,14 @@
 
 Every path that turns a file into model input goes through `decode`: the training reader, the
 evaluation command and the service's upload decoding. The SavedModel's in-graph decoder
-(`training/preprocessing.py`, for TF Serving) is made to agree with it; tests/imaging/ checks both.
+(`training/preprocessing.py`, for TF Serving) is made to agree with it: tests/app/test_parity.py.
 
 Steps, in order, so that a later step (say, JPEG DCT-domain downscaling with Pillow's `draft`
 before `load`) is added in one place and reaches every path at once:
 open (header only) -> check the pixel count -> load -> turn upright (EXIF) -> convert to RGB.
 """
 
+import io
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,8 +52,6 @@ def decode(source: bytes | BinaryIO | str | Path, max_pixels: int | None = None)
     that the SavedModel's `serving_default` sees the same pixels.
     """
     if isinstance(source, bytes | bytearray | memoryview):
-        import io
-
         source = io.BytesIO(source)
     try:
         image = Image.open(source, formats=FORMATS)  # lazy: reads the header only
