@@ -55,7 +55,7 @@ def evaluate(
     version: int | None = None,
     batch_size: int = 64,
 ) -> tuple[Path, dict[str, Any]]:
-    """Evaluate a model version on `data_dir/<label>/<image>`; return the JSON file and its summary."""
+    """Evaluate a model version on `data_dir/<label>/<image>`; return its folder and the summary."""
     folder = version_folder(model_base_path, model_name, version)
     labels: list[str] = json.loads((folder / METADATA_FILE).read_text())["labels"]
     files = list_image_folder(data_dir)
@@ -67,22 +67,29 @@ def evaluate(
         )
     actual = np.array([labels.index(files.class_names[i]) for i in files.labels])
     probabilities = predict_files(tf.saved_model.load(str(folder)), files.paths, batch_size)
-    summary = {
+    return folder, {
         "model": {"name": model_name, "version": int(folder.name)},
         "data_dir": str(Path(data_dir).resolve()),
         "skipped_files": files.skipped,
         "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **summarize(confusion_matrix(actual, probabilities.argmax(axis=1), len(labels)), labels),
     }
+
+
+def write_summary(folder: Path, summary: dict[str, Any]) -> Path:
+    """`evaluation.json` in the version's folder, replaced whole: the service may be reading the folder."""
     target = folder / EVALUATION_FILE
     staged = folder / f".{EVALUATION_FILE}.tmp"
-    staged.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(staged, target)  # the service may be reading the folder: never a half-written file
-    return target, summary
+    try:
+        staged.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(staged, target)
+    except OSError as error:  # a read-only model repository, say: the table is printed already
+        raise DataError(f"Cannot write {target}: {error.strerror or error}") from None
+    return target
 
 
 def run(data_dir: str, model_base_path: str, model_name: str, version: int | None) -> None:
-    target, summary = evaluate(data_dir, model_base_path, model_name, version)
+    folder, summary = evaluate(data_dir, model_base_path, model_name, version)
     print(f"{model_name} version {summary['model']['version']} on {data_dir}")
     print(format_table(summary))
-    print(f"Wrote {target}")
+    print(f"Wrote {write_summary(folder, summary)}")

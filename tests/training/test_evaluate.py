@@ -1,6 +1,7 @@
 """`python -m training evaluate`, and the proof that training learns: a held-back set, measured by it."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,22 @@ def test_a_missing_version_is_a_clear_error(trained_repository, held_back, capsy
     assert evaluate(models, held_back, *extra) == 2
 
     assert message in capsys.readouterr().err
+
+
+def test_a_summary_it_cannot_write_is_a_clear_error_after_the_table(
+    trained_repository, held_back, tmp_path, capsys
+):
+    models, _ = trained_repository
+    shutil.copytree(models / TRAINED_NAME / "1", tmp_path / TRAINED_NAME / "1")
+    target = tmp_path / TRAINED_NAME / "1" / "evaluation.json"
+    target.unlink(missing_ok=True)  # an earlier test's
+    target.mkdir()  # cannot be replaced by a file, even by root
+
+    status = evaluate(tmp_path, held_back)
+
+    printed = capsys.readouterr()
+    assert status == 2
+    assert "Accuracy: " in printed.out
+    assert printed.err.startswith(
+        f"error: Cannot write {tmp_path / TRAINED_NAME / '1' / 'evaluation.json'}: "
+    )
