@@ -1,7 +1,7 @@
 """The SavedModel's in-graph path from encoded image to model input, for TF Serving's clients.
 
 Training and the service decode with `imaging.decode` (Pillow); this graph decoder is made to give
-the same pixels (tests/training/test_preprocessing.py and tests/app/test_parity.py check it):
+the same pixels (tests/app/test_parity.py checks it):
 - JPEG with the accurate integer inverse DCT (libjpeg's ISLOW, Pillow's default), not TensorFlow's
   default fast one, which is off by up to 5 levels; CMYK and grayscale JPEGs agree as they are.
 - PNG (8 and 16 bit, palette, alpha), GIF (first frame), BMP (24 and 32 bit) and still WebP agree.
