@@ -1,29 +1,31 @@
-"""GET /model/report: the served version's training report, a page and the figures it shows.
+"""GET /model/report: a version's training report, a page and the figures it shows.
 
+The page lives at `/model/report/{version}/`, so the relative links the exporter wrote (they work
+from disk too) resolve to that version's figures, whichever version is the default meanwhile.
 Only the files the exporter listed in metadata.json are served, by name: no paths.
 """
 
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import FileResponse
+from fastapi import APIRouter
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, RedirectResponse
 
-from app.api.predict import get_classifier
+from app.api.deps import ClassifierDep, ModelsDep
 from app.api.problems import PROBLEM_RESPONSES, Problem
 from app.errors import ReportNotFound
-from app.runtime.classifier import Classifier
 from app.runtime.model import Model
 
 router = APIRouter(tags=["model"])
 
-REPORT_URL = "/model/report"
-NOT_FOUND = {"model": Problem, "description": "The version has no training report, or no file of that name"}
+NOT_FOUND = {"model": Problem, "description": "No such version, or it has no training report or no such file"}
+VersionParam = Annotated[int, PathParam(ge=1, description="The model version.")]
 
 
 def report_url(model: Model) -> str | None:
-    """Where the served version's report is, or None when it has none."""
-    return REPORT_URL if model.metadata.report else None
+    """Where a version's report page is, or None when it has none."""
+    return f"/model/report/{model.version}/" if model.metadata.report else None
 
 
 def report_file(model: Model, name: str | None) -> Path:
@@ -42,8 +44,28 @@ def report_file(model: Model, name: str | None) -> Path:
 
 
 @router.get(
-    REPORT_URL,
+    "/model/report",
     summary="The training report",
+    status_code=307,
+    response_class=RedirectResponse,
+    responses={
+        307: {
+            "description": "To the version's report page",
+            "headers": {"Location": {"schema": {"type": "string"}, "example": "/model/report/3/"}},
+        },
+        404: NOT_FOUND,
+        503: PROBLEM_RESPONSES[503],
+    },
+)
+async def report(classifier: ClassifierDep) -> RedirectResponse:
+    """Go to the training report of a version (`?version=`, `?label=`; default the highest available)."""
+    report_file(classifier.model, None)  # a version without a report is a 404 here, not after the redirect
+    return RedirectResponse(report_url(classifier.model) or "", status_code=307)
+
+
+@router.get(
+    "/model/report/{version}/",
+    summary="A training report page",
     response_class=FileResponse,
     responses={
         200: {"content": {"text/html": {"example": "<!DOCTYPE html>...<h1>Training report</h1>..."}}},
@@ -51,14 +73,14 @@ def report_file(model: Model, name: str | None) -> Path:
         503: PROBLEM_RESPONSES[503],
     },
 )
-async def report_page(classifier: Annotated[Classifier, Depends(get_classifier)]) -> FileResponse:
-    """The served version's training report: learning curves, confusion matrix, worst images, settings."""
-    return FileResponse(report_file(classifier.model, None), media_type="text/html")
+async def report_page(version: VersionParam, models: ModelsDep) -> FileResponse:
+    """A version's training report: learning curves, confusion matrix, worst images, settings, data."""
+    return FileResponse(report_file(models.get(version).model, None), media_type="text/html")
 
 
 @router.get(
-    REPORT_URL + "/{name}",
-    summary="A figure of the training report",
+    "/model/report/{version}/{name}",
+    summary="A figure of a training report",
     response_class=FileResponse,
     responses={
         200: {"content": {"image/png": {"example": "(the PNG of learning_curves.png)"}}},
@@ -66,8 +88,6 @@ async def report_page(classifier: Annotated[Classifier, Depends(get_classifier)]
         503: PROBLEM_RESPONSES[503],
     },
 )
-async def report_figure(
-    name: str, classifier: Annotated[Classifier, Depends(get_classifier)]
-) -> FileResponse:
-    """One file the report's page shows, by the name the page uses."""
-    return FileResponse(report_file(classifier.model, name))
+async def report_figure(version: VersionParam, name: str, models: ModelsDep) -> FileResponse:
+    """One file a version's report page shows, by the name the page uses."""
+    return FileResponse(report_file(models.get(version).model, name))
