@@ -53,7 +53,7 @@ def training_pixels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.nd
 
 def service_pixels(client: TestClient, name: str, data: bytes) -> np.ndarray:
     """Model input for an upload, as /predict makes it: the service's decoder, the model's resize."""
-    model = client.app.state.classifier.model
+    model = client.app.state.models.get().model
     return model.resize(service_decode(io.BytesIO(data), name, max_pixels=10_000_000))
 
 
