@@ -91,3 +91,15 @@ class InferenceFailed(ServiceError):
     """The model raised on a batch that held only this image."""
 
     title = "Inference failed"
+
+
+class ModelNotFound(ServiceError):
+    """A request for a model this service does not serve (a protocol path names the model)."""
+
+    title = "Model not found"
+
+
+class InvalidInput(ServiceError):
+    """A protocol request (TF Serving's or the Open Inference Protocol's) the model cannot take."""
+
+    title = "Invalid input"

@@ -1,4 +1,9 @@
-"""Every error as an RFC 9457 problem-details body, from handlers registered once on the app."""
+"""Every error mapped to its status here, once, and rendered in the shape its protocol expects.
+
+The service's own API answers RFC 9457 problem-details bodies; the standard protocols (TF Serving's
+REST API under /v1, the Open Inference Protocol under /v2) answer `{"error": "..."}`, as TF Serving
+and Triton do, and clients of theirs read.
+"""
 
 import re
 from http import HTTPStatus
@@ -28,6 +33,15 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.ModelNotReady: 503,
     errors.RequestAbandoned: 499,  # nginx's code: nobody reads it, but logs and metrics count it
     errors.InferenceFailed: 500,
+    errors.ModelNotFound: 404,
+    errors.InvalidInput: 400,
+}
+
+# TF Serving and Triton answer 400 to any request they cannot use (an invalid argument), whatever
+# was wrong with it; their clients expect that rather than the finer 413/415/422 of our own API.
+STANDARD_PROTOCOL_STATUS: dict[type[errors.ServiceError], int] = {
+    errors.InvalidImage: 400,
+    errors.TooManyFiles: 400,
 }
 
 
@@ -55,6 +69,26 @@ class Problem(BaseModel):
     )
 
 
+def speaks_standard_protocol(path: str) -> bool:
+    """Whether `path` belongs to TF Serving's REST API (/v1/...) or the Open Inference Protocol (/v2...)."""
+    return path.startswith("/v1/") or path == "/v2" or path.startswith("/v2/")
+
+
+def error_response(
+    request: Request, status: int, detail: str, *, headers: dict[str, str] | None = None, **problem: Any
+) -> JSONResponse:
+    """An error in the shape of the request's protocol: `{"error": detail}`, or a problem (`problem`)."""
+    if speaks_standard_protocol(request.url.path):
+        return JSONResponse({"error": detail}, status_code=status, headers=headers)
+    return problem_response(status, detail, headers=headers, **problem)
+
+
+def status_of(error: errors.ServiceError, standard_protocol: bool) -> int:
+    """The status of `error`'s class, or of its nearest base class listed (standard protocols first)."""
+    tables = (STANDARD_PROTOCOL_STATUS, STATUS) if standard_protocol else (STATUS,)
+    return next(table[cls] for table in tables for cls in type(error).__mro__ if cls in table)
+
+
 def problem_response(
     status: int,
     detail: str,
@@ -78,8 +112,9 @@ async def service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.ServiceError)
     error_class = next(cls for cls in type(exc).__mro__ if cls in STATUS)
     retry_after = getattr(exc, "retry_after_s", None)
-    return problem_response(
-        STATUS[error_class],
+    return error_response(
+        request,
+        status_of(exc, speaks_standard_protocol(request.url.path)),
         str(exc),
         title=exc.title,
         type_=problem_type(error_class),
@@ -92,8 +127,8 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     fields = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
     detail = "; ".join(f"{'.'.join(str(part) for part in f['loc'])}: {f['msg']}" for f in fields)
-    return problem_response(
-        422, detail, title="Invalid request", type_=TYPE_PREFIX + "invalid-request", errors=fields
+    return error_response(
+        request, 422, detail, title="Invalid request", type_=TYPE_PREFIX + "invalid-request", errors=fields
     )
 
 
@@ -109,11 +144,11 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
         )
     else:
         detail = str(exc.detail)
-    return problem_response(exc.status_code, detail, headers=exc.headers)
+    return error_response(request, exc.status_code, detail, headers=exc.headers)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    return problem_response(500, "The server failed on this request; its log has the details")
+    return error_response(request, 500, "The server failed on this request; its log has the details")
 
 
 def register_problem_handlers(app: FastAPI) -> None:
