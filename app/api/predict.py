@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import ClassifierDep
 from app.api.problems import PROBLEM_RESPONSES
-from app.errors import RequestAbandoned, TooManyFiles
+from app.errors import RequestAbandoned
 
 router = APIRouter(tags=["inference"])
 
@@ -125,10 +125,6 @@ async def predict(
                     "type": "less_than_equal",
                 }
             ]
-        )
-    if len(file) > classifier.settings.max_files:
-        raise TooManyFiles(
-            f"{len(file)} files in one request; the most allowed is {classifier.settings.max_files}"
         )
     k = top_k or min(DEFAULT_TOP_K, len(labels))
     uploads = [(upload.filename or "", upload.file) for upload in file]

@@ -2,14 +2,16 @@
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from app.runtime.batcher import Batcher, BatchObserver
+from app.errors import InvalidInput, TooManyFiles
+from app.runtime.batcher import Admission, Batcher, BatchObserver
 from app.runtime.images import decode_image
 from app.runtime.model import Model, load_version
 from app.settings import Settings
@@ -71,7 +73,7 @@ class Classifier:
         Raises `Overloaded` when the queue has no room, `RequestTimedOut` when an image waited
         too long, and an `InvalidImage` for an upload that cannot be decoded.
         """
-        with self.batcher.admit(len(uploads)) as admission:
+        with self._admit(len(uploads)) as admission:
             loop = asyncio.get_running_loop()
             decoded = await asyncio.gather(
                 *(loop.run_in_executor(self._decoders, self._prepare, upload) for upload in uploads),
@@ -81,6 +83,34 @@ class Classifier:
                 if isinstance(outcome, BaseException):
                     raise outcome
             return await admission.predict(decoded)
+
+    async def classify_pixels(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """Probabilities for each image of `pixels`: float32 [images, height, width, 3], RGB in 0..255,
+        already at the model's input size (the SavedModel's `predict_pixels` input).
+
+        Raises `InvalidInput` for any other shape or a value that is not a finite number, and
+        `Overloaded` or `RequestTimedOut` as `classify` does.
+        """
+        size = self.model.metadata.input
+        if pixels.ndim != 4 or pixels.shape[1:] != (size.height, size.width, 3):
+            raise InvalidInput(
+                f"pixels of shape {list(pixels.shape)}; the model takes "
+                f"[images, {size.height}, {size.width}, 3] (height, width, RGB)"
+            )
+        if not np.isfinite(pixels).all():
+            raise InvalidInput("pixels hold NaN or infinite values; the model takes RGB values in 0..255")
+        with self._admit(len(pixels)) as admission:
+            return await admission.predict(list(pixels.astype(np.float32, copy=False)))
+
+    @contextmanager
+    def _admit(self, count: int) -> Iterator[Admission]:
+        """Room in the batcher for `count` images of one request, at most MAX_FILES of them."""
+        if count > self.settings.max_files:
+            raise TooManyFiles(
+                f"{count} images in one request; the most allowed is {self.settings.max_files}"
+            )
+        with self.batcher.admit(count) as admission:
+            yield admission
 
     def _prepare(self, upload: Upload) -> np.ndarray:
         """Decode and resize one upload (on a decoder thread): the model's input pixels."""

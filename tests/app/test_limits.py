@@ -71,7 +71,7 @@ def test_more_files_than_max_files_is_refused(limited):
         413,
         URN + "too-many-files",
         "Too many files",
-        "3 files in one request; the most allowed is 2",
+        "3 images in one request; the most allowed is 2",
     )
 
 
