@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.app.conftest import ROOT, encode, noise, samples
-from tests.app.test_server import Server, start_server, stop, wait_until_ready
+from tests.app.servers import Server, start_server, stop, wait_until_ready
 from tests.conftest import MODEL_NAME
 
 CLIENTS = 3

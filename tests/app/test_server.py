@@ -8,8 +8,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -17,57 +15,9 @@ import pytest
 
 from tests import image_corpus
 from tests.app.conftest import ROOT, png
+from tests.app.servers import Server, start_server, stop, wait_until_ready
 
 BOUNDARY = "test-boundary"
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(model_repository: Path, log: Path, **settings: str) -> Server:
-    port = free_port()
-    env = os.environ | {"MODEL_BASE_PATH": str(model_repository), "PORT": str(port)} | settings
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    return Server(process, port, log)
-
-
-def wait_until_ready(server: Server, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert server.process.poll() is None, server.output()
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"not ready after {timeout_s} s:\n{server.output()}")
-
-
-def stop(server: Server) -> int:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-    return server.process.wait(timeout=60)
 
 
 def healthcheck(port: int) -> int:
