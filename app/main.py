@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.logging import DefaultFormatter
 
-from app.api import health, metrics, model, predict, report
+from app.api import health, metrics, model, predict, report, tfserving
 from app.api.body_limit import RequestBodyLimit
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.problems import document_problems, register_problem_handlers
@@ -98,7 +98,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestBodyLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outside: it sees the 413s too
     app.add_middleware(OneLineStartupFailure)
-    for router in (predict.router, model.router, report.router, health.router, metrics.router):
+    for router in (
+        predict.router,
+        model.router,
+        report.router,
+        health.router,
+        metrics.router,
+        tfserving.router,
+    ):
         app.include_router(router)
     document_problems(app)
     return app

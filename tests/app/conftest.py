@@ -3,6 +3,7 @@
 import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -13,6 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import MODEL_NAME
+
+if TYPE_CHECKING:
+    from tests.app.servers import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,6 +35,10 @@ def noise(width: int, height: int, seed: int = 0) -> Image.Image:
 
 def png(width: int = 40, height: int = 30, seed: int = 0) -> bytes:
     return encode(noise(width, height, seed))
+
+
+def jpeg(width: int = 40, height: int = 30, seed: int = 0) -> bytes:
+    return encode(noise(width, height, seed), "JPEG")
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +66,28 @@ def serving_default(model_repository: Path) -> Callable[[bytes], np.ndarray]:
 
     signature = tf.saved_model.load(str(model_repository / MODEL_NAME / "1")).signatures["serving_default"]
     return lambda data: signature(image_bytes=tf.constant([data]))["probabilities"].numpy()[0]
+
+
+@pytest.fixture(scope="session")
+def predict_pixels(model_repository: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The SavedModel's own `predict_pixels` signature: float32 [images, 32, 32, 3] -> probabilities."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(model_repository / MODEL_NAME / "1")).signatures["predict_pixels"]
+    return lambda pixels: signature(pixels=tf.constant(pixels))["probabilities"].numpy()
+
+
+@pytest.fixture(scope="session")
+def live_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator["Server"]:
+    """One `python -m app` on a free port of 127.0.0.1, for the protocols' tests through real clients."""
+    from tests.app.servers import start_server, stop, wait_until_ready
+
+    server = start_server(model_repository, tmp_path_factory.mktemp("live") / "server.log")
+    try:
+        wait_until_ready(server)
+        yield server
+    finally:
+        stop(server)
 
 
 def files(*uploads: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes]]]:

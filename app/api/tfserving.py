@@ -1,0 +1,259 @@
+"""TF Serving's REST API (/v1): model status, model metadata and `:predict`, over the service's runtime.
+
+Paths, answer shapes and error codes are those of TF Serving's `http_rest_api_handler.cc`, so a TF
+Serving client works with only the host and port changed. Only parsing and shaping live here;
+limits, batching and errors are the data plane's (`dataplane.py`), shared with every protocol.
+"""
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from google.protobuf import json_format
+from starlette.convertors import Convertor, register_url_convertor
+
+from app.api import dataplane
+from app.api.deps import ModelsDep
+from app.errors import InvalidInput, ModelNotFound, VersionNotFound
+from app.runtime.server import ModelServer, VersionStatus
+from app.runtime.signatures import signature_defs
+
+router = APIRouter(include_in_schema=False)  # TF Serving's own documentation describes this API
+
+# The signatures `:predict` runs, each with its one input: encoded images, or pixels at the input size.
+IMAGES, PIXELS = "serving_default", "predict_pixels"
+SIGNATURE_INPUT = {IMAGES: "image_bytes", PIXELS: "pixels"}
+
+
+class _PathPart(Convertor[str]):
+    """A model name or version label as TF Serving's path regex takes it: no '/' and no ':'."""
+
+    regex = "[^/:]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+class _Method(_PathPart):
+    regex = "classify|regress|predict"
+
+
+register_url_convertor("tfs_part", _PathPart())
+register_url_convertor("tfs_method", _Method())
+
+MODEL = "/v1/models/{name:tfs_part}"
+VERSIONS = ("", "/versions/{version:int}", "/labels/{label:tfs_part}")  # TF Serving's optional suffixes
+
+
+def model_spec(request: Request) -> tuple[str, int | None, str | None]:
+    """The model name, version and version label the path names."""
+    params = request.path_params
+    return params["name"], params.get("version"), params.get("label")
+
+
+def servable(models: ModelServer, name: str, version: int | None, label: str | None):
+    """The classifier of the named version (or label, or the latest), as TF Serving resolves it."""
+    if name != models.name:
+        wanted = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
+        raise ModelNotFound(f"Servable not found for request: {wanted}")
+    return models.get(version=version, label=label)
+
+
+def version_status(status: VersionStatus) -> dict[str, Any]:
+    """One version's state as TF Serving's `ModelVersionStatus` in JSON (int64 as a string)."""
+    return {
+        "version": str(status.version),
+        "state": status.state,
+        "status": {
+            "error_code": "UNKNOWN" if status.error else "OK",
+            "error_message": status.error or "",
+        },
+    }
+
+
+def model_status_body(name: str, statuses: list[VersionStatus], version: int | None) -> dict[str, Any]:
+    """`GetModelStatusResponse`: every version newest first, or the one asked for."""
+    if version is not None:
+        statuses = [status for status in statuses if status.version == version]
+        if not statuses:
+            raise VersionNotFound(f"Could not find version {version} of model {name}")
+    if not statuses:
+        raise ModelNotFound(f"Could not find any versions of model {name}")
+    ordered = sorted(statuses, key=lambda status: status.version, reverse=True)
+    return {"model_version_status": [version_status(status) for status in ordered]}
+
+
+def metadata_body(name: str, version: int, signatures: dict[str, Any]) -> dict[str, Any]:
+    """`GetModelMetadataResponse` as TF Serving prints it: proto field names, every field present."""
+    return {
+        "model_spec": {"name": name, "signature_name": "", "version": str(version)},
+        "metadata": {
+            "signature_def": {
+                "signature_def": {
+                    key: json_format.MessageToDict(
+                        signature, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
+                    )
+                    for key, signature in signatures.items()
+                }
+            }
+        },
+    }
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object (NaN and Infinity accepted, as TF Serving accepts them)."""
+    try:
+        payload = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from None
+    except ValueError as exc:  # not UTF-8
+        raise InvalidInput(f"JSON Parse error: {exc}") from None
+    if not isinstance(payload, dict):
+        raise InvalidInput("JSON Parse error: the body must be a JSON object with 'instances' or 'inputs'")
+    return payload
+
+
+def signature_of(payload: dict[str, Any], signatures: dict[str, Any]) -> str:
+    """The signature the request names (`signature_name`, default `serving_default`) if `:predict` runs it."""
+    name = payload.get("signature_name") or IMAGES
+    if not isinstance(name, str) or name not in signatures:
+        raise InvalidInput(f'Serving signature name: "{name}" not found in signature def')
+    if name not in SIGNATURE_INPUT:
+        raise InvalidInput(
+            f'Serving signature name: "{name}" is not served by :predict; use "{IMAGES}" (encoded images '
+            f'as {{"b64": ...}}) or "{PIXELS}" (pixels as nested lists)'
+        )
+    return name
+
+
+def is_binary(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"}
+
+
+def tensor_values(payload: dict[str, Any], input_name: str) -> tuple[str, list[Any]]:
+    """One value per image from the row (`instances`) or columnar (`inputs`) format, and the answer's key.
+
+    Either format names the input (`{"image_bytes": ...}`) or gives its value alone, as TF Serving
+    allows for a signature with one input.
+    """
+    if ("instances" in payload) == ("inputs" in payload):
+        if "instances" in payload:
+            raise InvalidInput(
+                "Not formatted correctly expecting only one of 'inputs' or 'instances' keys exists"
+            )
+        raise InvalidInput("Missing 'inputs' or 'instances' key")
+    if "instances" in payload:
+        key, where, values = "predictions", "instances", payload["instances"]
+        if not isinstance(values, list):
+            raise InvalidInput("Expecting 'instances' to be an list/array")
+        values = [_unnamed(value, input_name, f"instances[{i}]") for i, value in enumerate(values)]
+    else:
+        key, where = "outputs", "inputs"
+        values = _unnamed(payload["inputs"], input_name, "inputs")
+        if not isinstance(values, list):
+            raise InvalidInput(f"'inputs': expected a list holding one {input_name} value per image")
+    if not values:
+        raise InvalidInput(f"'{where}' is empty: send at least one image")
+    return key, values
+
+
+def _unnamed(value: Any, input_name: str, where: str) -> Any:
+    """The input's value, given alone or in an object keyed by the input's name."""
+    if isinstance(value, dict) and not is_binary(value):
+        if set(value) != {input_name}:
+            raise InvalidInput(
+                f"{where}: names the input(s) {', '.join(map(repr, sorted(value)))}; "
+                f"the signature's one input is {input_name!r}"
+            )
+        return value[input_name]
+    return value
+
+
+def encoded_image(value: Any, where: str) -> bytes:
+    """The bytes of an image sent as `{"b64": "<base64>"}`, TF Serving's encoding of binary strings."""
+    if not is_binary(value) or not isinstance(value["b64"], str):
+        raise InvalidInput(f'{where}: expected an encoded image as {{"b64": "<base64 of the file>"}}')
+    text = "".join(value["b64"].split())  # base64 as `base64` prints it, line breaks and all
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error:
+        raise InvalidInput(f"{where}: 'b64' is not valid base64") from None
+
+
+def pixel_array(values: list[Any], where: str) -> np.ndarray:
+    """Nested lists of numbers as float32 [images, height, width, 3]; the runtime checks the shape."""
+    try:
+        return np.asarray(values, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise InvalidInput(
+            f"'{where}': pixels must be nested lists of numbers, [images][height][width][3]"
+        ) from None
+
+
+def _route(method: str, *suffixes: str):
+    """Register the endpoint under every optional path form: /versions/{version}, /labels/{label}."""
+
+    def register(endpoint):
+        for version_part in VERSIONS:
+            path = MODEL + version_part + "".join(suffixes)
+            router.add_api_route(path, endpoint, methods=[method])
+        return endpoint
+
+    return register
+
+
+@_route("GET")
+async def model_status(request: Request, models: ModelsDep) -> JSONResponse:
+    """TF Serving's model status: the state of every version, or of the one named."""
+    name, version, label = model_spec(request)
+    if label is not None:
+        version = models.labels().get(label)
+        if version is None:
+            raise VersionNotFound(f"Unrecognized servable version label: {label}")
+    statuses = models.statuses() if name == models.name else []
+    return JSONResponse(model_status_body(name, statuses, version))
+
+
+@_route("GET", "/metadata")
+async def model_metadata(request: Request, models: ModelsDep) -> JSONResponse:
+    """TF Serving's model metadata: the version's SignatureDefs, read from its saved_model.pb."""
+    name, version, label = model_spec(request)
+    model = servable(models, name, version, label).model
+    return JSONResponse(metadata_body(name, model.version, signature_defs(model.path)))
+
+
+@_route("POST", ":{method:tfs_method}")
+async def predict(request: Request, models: ModelsDep) -> JSONResponse:
+    """TF Serving's Predict: `instances` or `inputs`, answered as `predictions` or `outputs`."""
+    name, version, label = model_spec(request)
+    classifier = servable(models, name, version, label)
+    method = request.path_params["method"]
+    if method != "predict":
+        raise InvalidInput(
+            f"The model has no {method} signature: its signatures are predict signatures; use :predict"
+        )
+    payload = parse_json_object(await request.body())
+    signature = signature_of(payload, signature_defs(classifier.model.path))
+    key, values = tensor_values(payload, SIGNATURE_INPUT[signature])
+    where = "instances" if key == "predictions" else "inputs"
+    if signature == IMAGES:
+        images = [(f"{where}[{i}]", encoded_image(value, f"{where}[{i}]")) for i, value in enumerate(values)]
+        probabilities = await dataplane.classify_images(request, classifier, images)
+    else:
+        probabilities = await dataplane.classify_pixels(request, classifier, pixel_array(values, where))
+    return JSONResponse({key: [p.tolist() for p in probabilities]})
+
+
+@router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def malformed(request: Request) -> None:
+    """Any other /v1 path: TF Serving answers 400, not 404."""
+    if request.url.path.rstrip("/") == "/v1/models":
+        raise InvalidInput("Missing model name in request.")
+    raise InvalidInput(f"Malformed request: {request.method} {request.url.path}")
