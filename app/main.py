@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.logging import DefaultFormatter
 
-from app.api import health, metrics, model, predict, report, tfserving
+from app.api import health, metrics, model, predict, report, tfserving, v2
 from app.api.body_limit import RequestBodyLimit
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.problems import document_problems, register_problem_handlers
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
         metrics.router,
         tfserving.router,
+        v2.router,
     ):
         app.include_router(router)
     document_problems(app)

@@ -1,0 +1,380 @@
+"""The Open Inference Protocol (KServe v2, /v2), with Triton's binary tensor data and classification.
+
+The model takes one of two inputs: `image_bytes` (BYTES, one encoded image per element) or
+`pixels` (FP32 [images, height, width, 3], RGB in 0..255 at the model's input size), and gives
+`probabilities` (FP32 [images, classes]), or with the `classification` parameter the top classes as
+BYTES "score:index:label". `tritonclient` sends and asks for binary tensor data by default: the
+JSON header, then the tensors' bytes, its length in `Inference-Header-Content-Length`.
+
+Only parsing and shaping live here; limits, batching and errors are the data plane's.
+"""
+
+import base64
+import binascii
+import json
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+
+from app.api import dataplane
+from app.api.deps import ModelsDep
+from app.errors import InvalidInput, ModelNotFound, ModelNotReady, VersionNotFound
+from app.runtime.classifier import Classifier
+from app.runtime.server import ModelServer
+
+router = APIRouter(include_in_schema=False)  # the protocol's own specification describes this API
+
+EXTENSIONS = ["binary_tensor_data", "classification"]
+IMAGES, PIXELS, OUTPUT = "image_bytes", "pixels", "probabilities"
+HEADER_LENGTH = "Inference-Header-Content-Length"
+MODEL = "/v2/models/{name}"
+VERSIONS = ("", "/versions/{version}")
+
+
+@dataclass
+class RequestedOutput:
+    """How the answer should carry the probabilities."""
+
+    binary: bool
+    classification: int = 0  # top classes as "score:index:label" strings; 0: the raw probabilities
+
+
+@dataclass
+class InferRequest:
+    """An inference request: encoded images or pixels, and the outputs asked for."""
+
+    id: str | None
+    images: list[bytes] | None
+    pixels: np.ndarray | None
+    outputs: list[RequestedOutput]
+
+
+def model_path(request: Request) -> tuple[str, int | None]:
+    """The model name and version the path names."""
+    name, version = request.path_params["name"], request.path_params.get("version")
+    if version is None:
+        return name, None
+    if not version.isdigit():
+        raise InvalidInput(f"Model version {version!r}: versions are whole numbers")
+    return name, int(version)
+
+
+def check_served(models: ModelServer, name: str) -> None:
+    if name != models.name:
+        raise ModelNotFound(f"Unknown model {name!r}: this server serves {models.name!r}")
+
+
+def servable(models: ModelServer, name: str, version: int | None) -> Classifier:
+    check_served(models, name)
+    return models.get(version=version)
+
+
+def model_metadata_body(name: str, versions: list[int], classifier: Classifier) -> dict[str, Any]:
+    size, classes = classifier.model.metadata.input, len(classifier.model.labels)
+    return {
+        "name": name,
+        "versions": [str(version) for version in versions],
+        "platform": "tensorflow_savedmodel",
+        "inputs": [
+            {"name": IMAGES, "datatype": "BYTES", "shape": [-1]},
+            {"name": PIXELS, "datatype": "FP32", "shape": [-1, size.height, size.width, 3]},
+        ],
+        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, classes]}],
+    }
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """The JSON header and the binary tensor data after it (none without the header-length header)."""
+    if header_length is None:
+        return body, b""
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise InvalidInput(
+            f"{HEADER_LENGTH}: {header_length!r} is not a length within the body ({len(body)} bytes)"
+        )
+    return body[: int(header_length)], body[int(header_length) :]
+
+
+def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+    """Parse an inference request, JSON or with binary tensor data (see the module docstring).
+
+    A body that is all binary (`Inference-Header-Content-Length: 0`, Triton's raw binary request)
+    is one encoded image, answered in binary.
+    """
+    header, binary = split_body(body, header_length)
+    if not header:
+        if not binary:
+            raise InvalidInput("Empty request body: expected an inference request")
+        return InferRequest(None, [binary], None, [RequestedOutput(binary=True)])
+    try:
+        request = json.loads(header)
+    except ValueError as exc:
+        raise InvalidInput(f"The inference request is not valid JSON ({exc})") from None
+    if not isinstance(request, dict):
+        raise InvalidInput("The inference request must be a JSON object")
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise InvalidInput(
+            f"'inputs' must hold exactly one input: {IMAGES} (BYTES, encoded images) or "
+            f"{PIXELS} (FP32 [images, height, width, 3])"
+        )
+    request_id = request.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput("'id' must be a string")
+    images, pixels = read_input(inputs[0], binary)
+    default_binary = _flag(_parameters(request, "the request"), "binary_data_output", "the request")
+    return InferRequest(request_id, images, pixels, requested_outputs(request.get("outputs"), default_binary))
+
+
+def _parameters(spec: dict[str, Any], where: str) -> dict[str, Any]:
+    parameters = spec.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"{where}: 'parameters' must be an object")
+    return parameters
+
+
+def _flag(parameters: dict[str, Any], key: str, where: str, default: bool = False) -> bool:
+    value = parameters.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{where}: parameter {key!r} must be true or false")
+    return value
+
+
+def _count(parameters: dict[str, Any], key: str, where: str, minimum: int) -> int | None:
+    value = parameters.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise InvalidInput(f"{where}: parameter {key!r} must be a whole number of at least {minimum}")
+    return value
+
+
+def read_input(spec: dict[str, Any], binary: bytes) -> tuple[list[bytes] | None, np.ndarray | None]:
+    """The images or pixels of the one input, from its JSON `data` or the binary tensor data."""
+    name, datatype, shape = spec.get("name"), spec.get("datatype"), spec.get("shape")
+    expected = {IMAGES: "BYTES", PIXELS: "FP32"}
+    if name not in expected:
+        raise InvalidInput(f"Unknown input {name!r}: the model takes {IMAGES} (BYTES) or {PIXELS} (FP32)")
+    where = f"input {name!r}"
+    if datatype != expected[name]:
+        raise InvalidInput(f"{where}: datatype {datatype!r}; the model takes {expected[name]}")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise InvalidInput(f"{where}: 'shape' must be a list of whole numbers")
+    size = _count(_parameters(spec, where), "binary_data_size", where, 0)
+    if size is not None and size != len(binary):
+        raise InvalidInput(f"{where}: binary_data_size is {size}, but {len(binary)} bytes follow the JSON")
+    if size is None and binary:
+        raise InvalidInput(f"{len(binary)} bytes follow the JSON, but no input has a 'binary_data_size'")
+    if size is None and "data" not in spec:
+        raise InvalidInput(f"{where}: no 'data', and no 'binary_data_size' for binary data")
+    elements = math.prod(shape)
+    if not elements:
+        raise InvalidInput(f"{where}: shape {shape} holds no images")
+    if name == IMAGES:
+        images = (
+            deserialize_bytes(binary, where) if size is not None else base64_elements(spec["data"], where)
+        )
+        if len(images) != elements:
+            raise InvalidInput(f"{where}: {len(images)} elements for shape {shape}")
+        return images, None
+    if size is not None:
+        if size != elements * 4:
+            raise InvalidInput(f"{where}: {size} bytes of FP32 for shape {shape}: expected {elements * 4}")
+        values = np.frombuffer(binary, dtype="<f4")
+    else:
+        try:
+            values = np.asarray(spec["data"], dtype=np.float32).reshape(-1)
+        except (ValueError, TypeError):
+            raise InvalidInput(f"{where}: 'data' must be a list of numbers") from None
+        if values.size != elements:
+            raise InvalidInput(f"{where}: {values.size} values for shape {shape}")
+    return None, values.astype(np.float32).reshape(shape)
+
+
+def deserialize_bytes(data: bytes, where: str) -> list[bytes]:
+    """A BYTES tensor in binary form: each element a 4-byte little-endian length, then its bytes."""
+    elements, offset = [], 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise InvalidInput(f"{where}: the binary BYTES data ends inside an element's length")
+        (length,) = struct.unpack_from("<I", data, offset)
+        offset += 4
+        if offset + length > len(data):
+            raise InvalidInput(f"{where}: the binary BYTES data ends inside element {len(elements)}")
+        elements.append(data[offset : offset + length])
+        offset += length
+    return elements
+
+
+def serialize_bytes(elements: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(element)) + element for element in elements)
+
+
+def base64_elements(data: Any, where: str) -> list[bytes]:
+    """BYTES elements given in JSON: base64 strings, as KServe's image examples send them.
+
+    (JSON strings cannot carry arbitrary bytes; for raw bytes, send binary tensor data.)
+    """
+    flat = list(_flatten(data))
+    images = []
+    for i, element in enumerate(flat):
+        if not isinstance(element, str):
+            raise InvalidInput(f"{where}: element {i} is not a string: in JSON, send each image as base64")
+        try:
+            images.append(base64.b64decode(element, validate=True))
+        except binascii.Error:
+            raise InvalidInput(
+                f"{where}: element {i} is not base64: in JSON, send each image as base64, "
+                "or send binary tensor data"
+            ) from None
+    return images
+
+
+def _flatten(data: Any):
+    if isinstance(data, list):
+        for item in data:
+            yield from _flatten(item)
+    else:
+        yield data
+
+
+def requested_outputs(outputs: Any, default_binary: bool) -> list[RequestedOutput]:
+    """The outputs asked for; all of them (the one) when none is named."""
+    if outputs is None:
+        return [RequestedOutput(binary=default_binary)]
+    if not isinstance(outputs, list) or not outputs:
+        raise InvalidInput(
+            f"'outputs' must be a list of requested outputs; the model's one output is {OUTPUT}"
+        )
+    requested = []
+    for spec in outputs:
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if name != OUTPUT:
+            raise InvalidInput(f"Unknown output {name!r}: the model's one output is {OUTPUT}")
+        where = f"output {OUTPUT!r}"
+        parameters = _parameters(spec, where)
+        binary = _flag(parameters, "binary_data", where, default_binary)
+        requested.append(RequestedOutput(binary, _count(parameters, "classification", where, 1) or 0))
+    if len(requested) > 1:
+        raise InvalidInput(f"{OUTPUT!r} is requested {len(requested)} times; request it once")
+    return requested
+
+
+def output_tensor(
+    probabilities: np.ndarray, labels: list[str], requested: RequestedOutput
+) -> tuple[str, list[int], np.ndarray | list[bytes]]:
+    """The output's datatype, shape and data: the probabilities, or the top classes (Triton's
+    classification extension: "score:index:label", highest first, at most the number of classes)."""
+    if not requested.classification:
+        return "FP32", list(probabilities.shape), probabilities
+    k = min(requested.classification, len(labels))
+    best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    classes = [
+        f"{np.float32(row[i])}:{i}:{labels[i]}".encode()
+        for row, top in zip(probabilities, best, strict=True)
+        for i in top
+    ]
+    return "BYTES", [len(probabilities), k], classes
+
+
+def infer_response(
+    model: str, version: int, request_id: str | None, outputs: list[tuple[RequestedOutput, tuple]]
+) -> Response:
+    """The inference response: JSON, or with the outputs asked for in binary after the JSON header."""
+    body: dict[str, Any] = {"model_name": model, "model_version": str(version)}
+    if request_id is not None:
+        body["id"] = request_id
+    body["outputs"], binary_parts = [], []
+    for requested, (datatype, shape, data) in outputs:
+        tensor: dict[str, Any] = {"name": OUTPUT, "datatype": datatype, "shape": shape}
+        if requested.binary:
+            raw = data.astype("<f4").tobytes() if datatype == "FP32" else serialize_bytes(data)
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            binary_parts.append(raw)
+        elif datatype == "FP32":
+            tensor["data"] = data.reshape(-1).tolist()
+        else:
+            tensor["data"] = [element.decode() for element in data]
+        body["outputs"].append(tensor)
+    header = json.dumps(body, separators=(",", ":")).encode()
+    if not binary_parts:
+        return Response(header, media_type="application/json")
+    return Response(
+        header + b"".join(binary_parts),
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(header))},
+    )
+
+
+@router.get("/v2")
+async def server_metadata(request: Request) -> dict[str, Any]:
+    """The server's name, version and protocol extensions."""
+    return {"name": "inception-v2-service", "version": request.app.version, "extensions": EXTENSIONS}
+
+
+@router.get("/v2/health/live")
+async def server_live() -> dict[str, bool]:
+    """Live while the process answers."""
+    return {"live": True}
+
+
+@router.get("/v2/health/ready")
+async def server_ready(request: Request, models: ModelsDep) -> dict[str, bool]:
+    """Ready while a version of the model can answer; 503 before, and once shutdown begins."""
+    if request.app.state.draining:
+        raise ModelNotReady("The service is shutting down")
+    models.get()
+    return {"ready": True}
+
+
+def _register(method: str, suffix: str):
+    """Register the endpoint for the model, and for a version of it."""
+
+    def register(endpoint):
+        for version_part in VERSIONS:
+            router.add_api_route(MODEL + version_part + suffix, endpoint, methods=[method])
+        return endpoint
+
+    return register
+
+
+@_register("GET", "")
+async def model_metadata(request: Request, models: ModelsDep) -> dict[str, Any]:
+    """The model's inputs and outputs, with their datatypes and shapes."""
+    name, version = model_path(request)
+    classifier = servable(models, name, version)
+    versions = [version] if version is not None else sorted(models.available())
+    return model_metadata_body(name, versions, classifier)
+
+
+@_register("GET", "/ready")
+async def model_ready(request: Request, models: ModelsDep) -> dict[str, Any]:
+    """200 while the model (or the version named) can answer; 503 while it loads, 404 if unknown."""
+    name, version = model_path(request)
+    check_served(models, name)
+    if version is None:
+        models.get()
+    else:
+        status = next((s for s in models.statuses() if s.version == version), None)
+        if status is None:
+            raise VersionNotFound(f"Version {version} of {name!r} is not in the model repository")
+        if status.state != "AVAILABLE":
+            raise ModelNotReady(f"Version {version} of {name!r} is {status.state}")
+    return {"name": name, "ready": True}
+
+
+@_register("POST", "/infer")
+async def infer(request: Request, models: ModelsDep) -> Response:
+    """Classify the request's images (BYTES) or pixels (FP32)."""
+    name, version = model_path(request)
+    classifier = servable(models, name, version)
+    parsed = parse_infer_request(await request.body(), request.headers.get(HEADER_LENGTH))
+    if parsed.images is not None:
+        named = [(f"{IMAGES}[{i}]", image) for i, image in enumerate(parsed.images)]
+        probabilities = await dataplane.classify_images(request, classifier, named)
+    else:
+        probabilities = await dataplane.classify_pixels(request, classifier, parsed.pixels)
+    stacked, labels = np.stack(probabilities), classifier.model.labels
+    outputs = [(requested, output_tensor(stacked, labels, requested)) for requested in parsed.outputs]
+    return infer_response(name, classifier.model.version, parsed.id, outputs)
