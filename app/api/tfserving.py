@@ -17,7 +17,7 @@ from google.protobuf import json_format
 from starlette.convertors import Convertor, register_url_convertor
 
 from app.api import dataplane
-from app.api.deps import ModelsDep
+from app.api.deps import VERSION_HEADER, ModelsDep
 from app.errors import InvalidInput, ModelNotFound, VersionNotFound
 from app.runtime.server import ModelServer, VersionStatus
 from app.runtime.signatures import signature_defs
@@ -226,7 +226,10 @@ async def model_metadata(request: Request, models: ModelsDep) -> JSONResponse:
     """TF Serving's model metadata: the version's SignatureDefs, read from its saved_model.pb."""
     name, version, label = model_spec(request)
     model = servable(models, name, version, label).model
-    return JSONResponse(metadata_body(name, model.version, signature_defs(model.path)))
+    return JSONResponse(
+        metadata_body(name, model.version, signature_defs(model.path)),
+        headers={VERSION_HEADER: str(model.version)},
+    )
 
 
 @_route("POST", ":{method:tfs_method}")
@@ -248,7 +251,8 @@ async def predict(request: Request, models: ModelsDep) -> JSONResponse:
         probabilities = await dataplane.classify_images(request, classifier, images)
     else:
         probabilities = await dataplane.classify_pixels(request, classifier, pixel_array(values, where))
-    return JSONResponse({key: [p.tolist() for p in probabilities]})
+    answer = {key: [p.tolist() for p in probabilities]}  # TF Serving's body does not name the version
+    return JSONResponse(answer, headers={VERSION_HEADER: str(classifier.model.version)})
 
 
 @router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

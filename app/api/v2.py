@@ -21,7 +21,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from app.api import dataplane
-from app.api.deps import ModelsDep
+from app.api.deps import VERSION_HEADER, ModelsDep
 from app.errors import InvalidInput, ModelNotFound, ModelNotReady, VersionNotFound
 from app.runtime.classifier import Classifier
 from app.runtime.server import ModelServer
@@ -298,12 +298,13 @@ def infer_response(
             tensor["data"] = [element.decode() for element in data]
         body["outputs"].append(tensor)
     header = json.dumps(body, separators=(",", ":")).encode()
+    headers = {VERSION_HEADER: str(version)}
     if not binary_parts:
-        return Response(header, media_type="application/json")
+        return Response(header, media_type="application/json", headers=headers)
     return Response(
         header + b"".join(binary_parts),
         media_type="application/octet-stream",
-        headers={HEADER_LENGTH: str(len(header))},
+        headers=headers | {HEADER_LENGTH: str(len(header))},
     )
 
 
@@ -360,7 +361,8 @@ async def model_ready(request: Request, models: ModelsDep) -> dict[str, Any]:
         if status is None:
             raise VersionNotFound(f"Version {version} of {name!r} is not in the model repository")
         if status.state != "AVAILABLE":
-            raise ModelNotReady(f"Version {version} of {name!r} is {status.state}")
+            reason = f": {status.error}" if status.error else ""
+            raise ModelNotReady(f"Version {version} of {name!r} is {status.state}{reason}")
     return {"name": name, "ready": True}
 
 

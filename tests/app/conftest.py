@@ -77,6 +77,25 @@ def predict_pixels(model_repository: Path) -> Callable[[np.ndarray], np.ndarray]
     return lambda pixels: signature(pixels=tf.constant(pixels))["probabilities"].numpy()
 
 
+@pytest.fixture(scope="module")
+def versions_app(
+    two_versions: Path, tmp_path_factory: pytest.TempPathFactory, make_settings
+) -> Iterator[TestClient]:
+    """Versions 1 and 2 serving, labelled stable and canary, beside a corrupt version 3 (END)."""
+    import shutil
+
+    from app.runtime.server import LABELS_FILE
+
+    base = tmp_path_factory.mktemp("versions")
+    shutil.copytree(two_versions / MODEL_NAME, base / MODEL_NAME)
+    shutil.copytree(base / MODEL_NAME / "1", base / MODEL_NAME / "3")
+    (base / MODEL_NAME / "3" / "saved_model.pb").write_bytes(b"\x00garbage" * 100)
+    (base / MODEL_NAME / LABELS_FILE).write_text('{"stable": 1, "canary": 2}')
+    settings = make_settings(model_base_path=base, model_version_policy="all", model_poll_seconds=0)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
 @pytest.fixture(scope="session")
 def live_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator["Server"]:
     """One `python -m app` on a free port of 127.0.0.1, for the protocols' tests through real clients."""

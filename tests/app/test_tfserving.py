@@ -368,3 +368,46 @@ def test_b64_may_come_wrapped_and_unpadded_as_command_line_tools_print_it():
 def test_an_object_of_other_keys_is_not_taken_for_binary_data():
     with pytest.raises(InvalidInput, match="names the input"):
         tfserving.tensor_values({"inputs": {"b64": "AA==", "x": 1}}, "image_bytes")
+
+
+# Several versions: 1 (stable) and 2 (canary) serving, 3 failed to load.
+
+
+def test_status_lists_every_version_newest_first_with_why_one_failed(versions_app):
+    response = versions_app.get(f"/v1/models/{MODEL_NAME}")
+
+    [three, two, one] = response.json()["model_version_status"]
+    assert (three["version"], three["state"], three["status"]["error_code"]) == ("3", "END", "UNKNOWN")
+    assert "3: not a loadable SavedModel (" in three["status"]["error_message"]
+    assert two == AVAILABLE | {"version": "2"}
+    assert one == AVAILABLE
+    assert versions_app.get(f"/v1/models/{MODEL_NAME}/labels/canary").json() == {
+        "model_version_status": [AVAILABLE | {"version": "2"}]
+    }
+
+
+@pytest.mark.parametrize(
+    "path, version",
+    [("", 2), ("/versions/1", 1), ("/versions/2", 2), ("/labels/stable", 1), ("/labels/canary", 2)],
+)
+def test_predict_and_metadata_answer_from_the_version_or_label_named(versions_app, path, version):
+    image = png(seed=9)
+
+    predicted = versions_app.post(f"/v1/models/{MODEL_NAME}{path}:predict", json={"instances": [b64(image)]})
+    described = versions_app.get(f"/v1/models/{MODEL_NAME}{path}/metadata")
+
+    assert predicted.status_code == 200, predicted.text
+    assert predicted.headers["X-Model-Version"] == str(version)
+    expected = versions_app.post(
+        "/predict", files={"file": ("a.png", image)}, params={"top_k": len(LABELS), "version": version}
+    )
+    by_index = {p["index"]: p["score"] for p in expected.json()["results"][0]["predictions"]}
+    np.testing.assert_allclose(predicted.json()["predictions"][0], [by_index[i] for i in range(3)], atol=1e-6)
+    assert described.json()["model_spec"]["version"] == str(version)
+
+
+def test_a_version_that_failed_to_load_cannot_be_asked_for(versions_app):
+    response = versions_app.post(f"/v1/models/{MODEL_NAME}/versions/3:predict", json={"instances": [IMAGE]})
+
+    assert response.status_code == 404
+    assert response.json()["error"].startswith(f"version 3 of {MODEL_NAME}")

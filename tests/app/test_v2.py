@@ -339,3 +339,31 @@ def test_classification_ranks_ties_in_class_order_and_caps_at_the_number_of_clas
 def test_an_input_needs_data_or_binary_data():
     with pytest.raises(InvalidInput, match="no 'data', and no 'binary_data_size'"):
         v2.read_input(dict(IMAGE_BYTES), b"")
+
+
+def test_metadata_readiness_and_infer_follow_the_versions_served(versions_app):
+    infer = {
+        "inputs": [
+            {
+                "name": "image_bytes",
+                "datatype": "BYTES",
+                "shape": [1],
+                "data": [base64.b64encode(png()).decode()],
+            }
+        ]
+    }
+
+    metadata = versions_app.get(f"/v2/models/{MODEL_NAME}").json()
+    first = versions_app.post(f"/v2/models/{MODEL_NAME}/versions/1/infer", json=infer)
+    latest = versions_app.post(f"/v2/models/{MODEL_NAME}/infer", json=infer)
+    failed_ready = versions_app.get(f"/v2/models/{MODEL_NAME}/versions/3/ready")
+    unknown_ready = versions_app.get(f"/v2/models/{MODEL_NAME}/versions/7/ready")
+
+    assert metadata["versions"] == ["1", "2"]
+    assert (first.json()["model_version"], first.headers["X-Model-Version"]) == ("1", "1")
+    assert latest.json()["model_version"] == "2"
+    assert first.json()["outputs"][0]["data"] != latest.json()["outputs"][0]["data"]
+    assert failed_ready.status_code == 503
+    assert failed_ready.json()["error"].startswith(f"Version 3 of '{MODEL_NAME}' is END: ")
+    assert "3: not a loadable SavedModel (" in failed_ready.json()["error"]
+    assert unknown_ready.status_code == 404
