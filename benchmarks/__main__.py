@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.inprocess import measure_in_process
-from benchmarks.load import Server, measure_level, run_wrk
+from benchmarks.load import Route, Server, measure_level, routes, run_wrk
 from benchmarks.report import evaluate_targets, write_report
 
 
@@ -73,21 +73,24 @@ def benchmark_model(label: str, version_dir: Path, image: Path, args: argparse.N
     print(f"[{label}] {json.dumps(limit.as_dict())}", flush=True)
 
     result = {"model": label, "version_dir": str(version_dir), "in_process": limit.as_dict()}
+    predict, *protocols = routes(image, name, image.parent)
     with Server(base_path, name, settings=args.settings) as server:
         result["cold_start"] = server.cold_start
         result["rss_mib_after_warmup"] = round(server.rss_mib(), 1)
         result["batching"], served = [], 0
         for clients in args.levels:
-            level = measure_level(server, str(image), clients, args.seconds, args.warmup)
+            level = measure_level(server, predict, clients, args.seconds, args.warmup)
             served += level["requests"] + level["warmup_requests"]
             result["batching"].append(level)
             print(f"[{label}] batching, {clients} clients: {json.dumps(level)}", flush=True)
-        after = measure_level(server, str(image), 1, args.seconds, warmup=0)
+        after = measure_level(server, predict, 1, args.seconds, warmup=0)
         served += after["requests"]
         result["after_burst"] = after
         print(f"[{label}] 1 client after the burst: {json.dumps(after)}", flush=True)
+        result["protocols"] = compare_protocols(label, server, [predict, *protocols], args)
+        served += sum(level["requests"] + level["warmup_requests"] for level in result["protocols"])
         while served < args.memory_requests:
-            served += run_wrk(server.url, str(image), 8, 5)["requests"]
+            served += run_wrk(server.url, predict, 8, 5)["requests"]
         result["requests_before_rss"] = served
         result["rss_mib_after_requests"] = round(server.rss_mib(), 1)
         result["exit_code"] = server.stop()
@@ -95,7 +98,7 @@ def benchmark_model(label: str, version_dir: Path, image: Path, args: argparse.N
     result["per_request"] = []
     with Server(base_path, name, settings={**args.settings, "MAX_BATCH_SIZE": "1"}) as baseline:
         for clients in args.levels:
-            level = measure_level(baseline, str(image), clients, args.seconds, args.warmup)
+            level = measure_level(baseline, predict, clients, args.seconds, args.warmup)
             result["per_request"].append(level)
             print(f"[{label}] batching off, {clients} clients: {json.dumps(level)}", flush=True)
         baseline.stop()
@@ -106,6 +109,23 @@ def benchmark_model(label: str, version_dir: Path, image: Path, args: argparse.N
             flush=True,
         )
     return result
+
+
+def compare_protocols(
+    label: str, server: Server, compared: list[Route], args: argparse.Namespace
+) -> list[dict]:
+    """Each route at the busiest level, one after the other, as ratios to the first (/predict)."""
+    clients = args.levels[-1]
+    levels = []
+    for route in compared:
+        level = {"route": route.name, "path": route.path}
+        level.update(measure_level(server, route, clients, args.seconds, args.warmup))
+        first = levels[0] if levels else level
+        level["throughput_ratio"] = round(level["images_per_second"] / first["images_per_second"], 3)
+        level["p50_ratio"] = round(level["p50_ms"] / first["p50_ms"], 3)
+        levels.append(level)
+        print(f"[{label}] {route.name}, {clients} clients: {json.dumps(level)}", flush=True)
+    return levels
 
 
 def machine() -> dict:

@@ -1,9 +1,12 @@
 """The service under load: a real `python -m app` process on 127.0.0.1, driven by wrk.
 
 wrk (Debian's package) is written in C and runs one thread here, so the client costs little of the
-two cores the server needs; its CPU share is measured and reported with every level.
+two cores the server needs; its CPU share is measured and reported with every level. Each route
+(/predict, TF Serving's :predict, the Open Inference Protocol's infer) is asked for the same image,
+in the body its clients send.
 """
 
+import base64
 import json
 import os
 import resource
@@ -16,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LUA_SCRIPT = Path(__file__).with_name("post_image.lua")
+LUA_SCRIPT = Path(__file__).with_name("post_body.lua")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -108,7 +111,71 @@ class Server:
             self.process.wait()
 
 
-def run_wrk(url: str, image_path: str, connections: int, seconds: float) -> dict:
+@dataclass(frozen=True)
+class Route:
+    """One way to ask the service for an image's classification: a path, a request body, its headers."""
+
+    name: str
+    path: str
+    body: Path
+    headers: dict[str, str]
+
+
+def routes(image: Path, model_name: str, scratch: Path) -> list[Route]:
+    """The image as /predict, TF Serving's `:predict` and the OIP's `infer` take it (/predict first).
+
+    The OIP request is what tritonclient sends by default: binary tensor data, binary output.
+    """
+    data = image.read_bytes()
+    boundary = "wrk-benchmark-boundary"
+    multipart = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="image.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    tf_serving = json.dumps({"instances": [{"b64": base64.b64encode(data).decode()}]}).encode()
+    element = len(data).to_bytes(4, "little") + data  # a BYTES tensor element
+    infer_header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image_bytes",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": len(element)},
+                }
+            ],
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    bodies = {
+        "/predict": ("/predict", multipart, {"Content-Type": f"multipart/form-data; boundary={boundary}"}),
+        "TF Serving :predict": (
+            f"/v1/models/{model_name}:predict",
+            tf_serving,
+            {"Content-Type": "application/json"},
+        ),
+        "OIP infer (binary)": (
+            f"/v2/models/{model_name}/infer",
+            infer_header + element,
+            {
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(infer_header)),
+            },
+        ),
+    }
+    result = []
+    for i, (name, (path, body, headers)) in enumerate(bodies.items()):
+        body_file = scratch / f"request-{i}.bin"
+        body_file.write_bytes(body)
+        result.append(Route(name, path, body_file, headers))
+    return result
+
+
+def run_wrk(url: str, route: Route, connections: int, seconds: float) -> dict:
     """One wrk run; returns its figures with the client's CPU seconds."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
@@ -121,12 +188,16 @@ def run_wrk(url: str, image_path: str, connections: int, seconds: float) -> dict
             "60s",
             "-s",
             str(LUA_SCRIPT),
-            f"{url}/predict",
+            f"{url}{route.path}",
         ],
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "BENCH_IMAGE": image_path},
+        env={
+            **os.environ,
+            "BENCH_BODY": str(route.body),
+            "BENCH_HEADERS": "\n".join(f"{name}: {value}" for name, value in route.headers.items()),
+        },
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     figures = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
@@ -134,11 +205,11 @@ def run_wrk(url: str, image_path: str, connections: int, seconds: float) -> dict
     return figures
 
 
-def measure_level(server: Server, image_path: str, connections: int, seconds: float, warmup: float) -> dict:
+def measure_level(server: Server, route: Route, connections: int, seconds: float, warmup: float) -> dict:
     """Warm up, then measure one concurrency level: images/s, latency percentiles, errors, CPU shares."""
-    warm = run_wrk(server.url, image_path, connections, warmup) if warmup > 0 else {"requests": 0}
+    warm = run_wrk(server.url, route, connections, warmup) if warmup > 0 else {"requests": 0}
     server_cpu = server.cpu_seconds()
-    figures = run_wrk(server.url, image_path, connections, seconds)
+    figures = run_wrk(server.url, route, connections, seconds)
     server_cpu = server.cpu_seconds() - server_cpu
     duration = figures["duration_us"] / 1e6
     cores = os.cpu_count() or 1

@@ -57,6 +57,24 @@ def _level_rows(levels: list[dict], best: float) -> list[str]:
     ]
 
 
+def _protocol_rows(levels: list[dict]) -> list[str]:
+    """The standard protocols' overhead: each route against /predict, measured one after the other."""
+    return [
+        f"The same image through each API at {levels[0]['clients']} clients, one after the other "
+        "(ratios to /predict):",
+        "",
+        "| route | img/s | / predict | p50 ms | p50 / predict | p99 ms | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *[
+            f"| {lv['route']} (`{lv['path']}`) | {lv['images_per_second']:.1f} | "
+            f"{lv['throughput_ratio']:.2f} | {lv['p50_ms']:.1f} | {lv['p50_ratio']:.2f} | "
+            f"{lv['p99_ms']:.1f} | {lv['errors']} |"
+            for lv in levels
+        ],
+        "",
+    ]
+
+
 def model_section(result: dict, figure: str) -> str:
     limit = result["in_process"]
     best = limit["best_images_per_second"]
@@ -90,6 +108,7 @@ def model_section(result: dict, figure: str) -> str:
         f"{cold['warmup_seconds']} s. Memory: RSS {result['rss_mib_after_warmup']} MiB after warm-up, "
         f"{result['rss_mib_after_requests']} MiB after {result['requests_before_rss']} requests.",
         "",
+        *_protocol_rows(result["protocols"]),
         "| target | measured | met |",
         "| --- | ---: | :---: |",
         *[

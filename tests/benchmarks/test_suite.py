@@ -55,6 +55,16 @@ def test_quick_run_measures_both_services_and_writes_the_report(tmp_path, model_
         assert level["errors"] == 0
         assert level["requests"] > 0
         assert 0 < level["p50_ms"] <= level["p99_ms"]
+    assert [level["path"] for level in demo["protocols"]] == [
+        "/predict",
+        f"/v1/models/{MODEL_NAME}:predict",
+        f"/v2/models/{MODEL_NAME}/infer",
+    ]
+    for level in demo["protocols"]:
+        assert (level["clients"], level["errors"]) == (8, 0)
+        assert level["requests"] > 0
+        assert level["throughput_ratio"] > 0
+    assert demo["protocols"][0]["throughput_ratio"] == demo["protocols"][0]["p50_ratio"] == 1
     assert demo["requests_before_rss"] >= 200
     assert demo["exit_code"] == 0
     assert demo["in_process"]["best_batch_size"] in (1, 8)
@@ -67,4 +77,5 @@ def test_quick_run_measures_both_services_and_writes_the_report(tmp_path, model_
     assert "PREVIOUS RESULTS" not in report
     assert "a --quick smoke run: not for quoting" in report
     assert "### demo" in report
+    assert f"| OIP infer (binary) (`/v2/models/{MODEL_NAME}/infer`) |" in report
     assert (tmp_path / "performance" / "demo.png").stat().st_size > 10_000
