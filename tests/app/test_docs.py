@@ -1,3 +1,15 @@
+"""The OpenAPI page, and the examples docs/api.md gives for the three APIs, run as a user runs them."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.app.conftest import ROOT, jpeg
+
+
 def test_the_docs_page_is_served(client):
     response = client.get("/docs")
 
@@ -52,3 +64,51 @@ def _has_example(response: dict, spec: dict) -> bool:
         ):
             return True
     return False
+
+
+PROTOCOL_SECTIONS = (
+    "## Three APIs, one model",
+    "## TF Serving's REST API (/v1)",
+    "## The Open Inference Protocol (v2)",
+)
+
+
+def documented_examples(language: str) -> list[str]:
+    """The `language` code blocks of docs/api.md's sections on the three APIs."""
+    text = (ROOT / "docs" / "api.md").read_text()
+    sections = re.split(r"^(?=## )", text, flags=re.MULTILINE)
+    chosen = [section for section in sections if section.startswith(PROTOCOL_SECTIONS)]
+    assert len(chosen) == len(PROTOCOL_SECTIONS)
+    return [
+        block for section in chosen for block in re.findall(rf"```{language}\n(.*?)```", section, re.DOTALL)
+    ]
+
+
+@pytest.fixture
+def in_folder_with_cat_jpg(tmp_path, monkeypatch):
+    (tmp_path / "cat.jpg").write_bytes(jpeg(seed=12))
+    monkeypatch.chdir(tmp_path)
+
+
+def test_the_documented_curl_examples_answer_as_documented(live_server, in_folder_with_cat_jpg):
+    commands = documented_examples("sh")
+    assert len(commands) == 6
+
+    for command in commands:
+        script = "set -euo pipefail\n" + command.replace("127.0.0.1:8000", f"127.0.0.1:{live_server.port}")
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+
+        assert result.returncode == 0, (command, result.stderr)
+        answer = json.loads(result.stdout)
+        assert "error" not in answer and "status" not in answer, (command, answer)
+
+
+def test_the_documented_tritonclient_example_runs(live_server, in_folder_with_cat_jpg):
+    [program] = documented_examples("python")
+    program = program.replace("127.0.0.1:8000", f"127.0.0.1:{live_server.port}")
+
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    probabilities, top = result.stdout.splitlines()
+    assert probabilities.startswith("[[") and top.startswith("[[b'")

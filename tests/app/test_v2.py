@@ -7,10 +7,12 @@ import struct
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
 from app.api import v2
 from app.errors import InvalidInput
+from app.main import create_app
 from tests.app.conftest import jpeg, png
 from tests.conftest import IMAGE_SIZE, LABELS, MODEL_NAME
 
@@ -367,3 +369,41 @@ def test_metadata_readiness_and_infer_follow_the_versions_served(versions_app):
     assert failed_ready.json()["error"].startswith(f"Version 3 of '{MODEL_NAME}' is END: ")
     assert "3: not a loadable SavedModel (" in failed_ready.json()["error"]
     assert unknown_ready.status_code == 404
+
+
+def test_the_shared_limits_answer_in_the_protocols_error_shape(make_settings):
+    settings = make_settings(max_upload_bytes=20_000, max_queue_size=4, max_files=2)
+    infer = f"/v2/models/{MODEL_NAME}/infer"
+    image = {
+        "name": "image_bytes",
+        "datatype": "BYTES",
+        "shape": [1],
+        "data": [base64.b64encode(png()).decode()],
+    }
+
+    with TestClient(create_app(settings)) as client:
+        too_large = client.post(infer, content=b"{" + b" " * 20_000 + b"}")
+        with client.app.state.models.get().batcher.admit(4):
+            overloaded = client.post(infer, json={"inputs": [image]})
+        three = client.post(infer, json={"inputs": [image | {"shape": [3], "data": image["data"] * 3}]})
+
+    assert (too_large.status_code, too_large.json()) == (
+        413,
+        {"error": "The request body is over MAX_UPLOAD_BYTES (20000 bytes)"},
+    )
+    assert (overloaded.status_code, overloaded.headers["retry-after"]) == (503, "1")
+    assert overloaded.json() == {"error": "4 images are waiting for the model; MAX_QUEUE_SIZE is 4"}
+    assert (three.status_code, three.json()) == (
+        400,
+        {"error": "3 images in one request; the most allowed is 2"},
+    )
+
+
+def test_before_a_version_is_loaded_the_protocols_answer_503(make_settings):
+    client = TestClient(create_app(make_settings()))  # not started: the model is not loaded
+
+    for path in ("/v2/health/ready", f"/v2/models/{MODEL_NAME}/ready", f"/v1/models/{MODEL_NAME}"):
+        response = client.get(path)
+
+        assert (response.status_code, response.json()) == (503, {"error": "The model is not loaded"}), path
+    assert client.get("/v2/health/live").json() == {"live": True}
