@@ -6,22 +6,28 @@ uploads, and pixels straight into the same batcher.
 """
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import Request
+from fastapi import APIRouter, Request
 
 from app.api.predict import unless_abandoned
-from app.errors import ModelNotFound
 from app.runtime.classifier import Classifier
 
 Image = tuple[str, bytes]  # a name for error messages ("instances[0]"), the encoded image
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
-def check_model_name(served: str, requested: str, message: str) -> None:
-    """Raise `ModelNotFound` with the protocol's `message` unless `requested` is the served model."""
-    if requested != served:
-        raise ModelNotFound(message)
+def route(router: APIRouter, method: str, paths: Iterable[str]) -> Callable[[Endpoint], Endpoint]:
+    """Register one endpoint under several paths: a protocol's optional `/versions/{version}` parts."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        for path in paths:
+            router.add_api_route(path, endpoint, methods=[method])
+        return endpoint
+
+    return register
 
 
 async def classify_images(

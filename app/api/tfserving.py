@@ -6,7 +6,6 @@ limits, batching and errors are the data plane's (`dataplane.py`), shared with e
 """
 
 import base64
-import binascii
 import json
 from typing import Any
 
@@ -19,6 +18,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from app.api import dataplane
 from app.api.deps import VERSION_HEADER, ModelsDep
 from app.errors import InvalidInput, ModelNotFound, VersionNotFound
+from app.runtime.classifier import Classifier
 from app.runtime.server import ModelServer, VersionStatus
 from app.runtime.signatures import signature_defs
 
@@ -58,7 +58,7 @@ def model_spec(request: Request) -> tuple[str, int | None, str | None]:
     return params["name"], params.get("version"), params.get("label")
 
 
-def servable(models: ModelServer, name: str, version: int | None, label: str | None):
+def servable(models: ModelServer, name: str, version: int | None, label: str | None) -> Classifier:
     """The classifier of the named version (or label, or the latest), as TF Serving resolves it."""
     if name != models.name:
         wanted = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
@@ -115,6 +115,8 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise InvalidInput(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from None
     except ValueError as exc:  # not UTF-8
         raise InvalidInput(f"JSON Parse error: {exc}") from None
+    except RecursionError:
+        raise InvalidInput("JSON Parse error: nested too deeply") from None
     if not isinstance(payload, dict):
         raise InvalidInput("JSON Parse error: the body must be a JSON object with 'instances' or 'inputs'")
     return payload
@@ -183,7 +185,7 @@ def encoded_image(value: Any, where: str) -> bytes:
     text = "".join(value["b64"].split())  # base64 as `base64` prints it, line breaks and all
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character beyond ASCII
         raise InvalidInput(f"{where}: 'b64' is not valid base64") from None
 
 
@@ -191,22 +193,15 @@ def pixel_array(values: list[Any], where: str) -> np.ndarray:
     """Nested lists of numbers as float32 [images, height, width, 3]; the runtime checks the shape."""
     try:
         return np.asarray(values, dtype=np.float32)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise InvalidInput(
             f"'{where}': pixels must be nested lists of numbers, [images][height][width][3]"
         ) from None
 
 
-def _route(method: str, *suffixes: str):
-    """Register the endpoint under every optional path form: /versions/{version}, /labels/{label}."""
-
-    def register(endpoint):
-        for version_part in VERSIONS:
-            path = MODEL + version_part + "".join(suffixes)
-            router.add_api_route(path, endpoint, methods=[method])
-        return endpoint
-
-    return register
+def _route(method: str, suffix: str = ""):
+    """Register the endpoint for the model, a version of it, and a version label."""
+    return dataplane.route(router, method, [MODEL + version_part + suffix for version_part in VERSIONS])
 
 
 @_route("GET")

@@ -10,10 +10,10 @@ Only parsing and shaping live here; limits, batching and errors are the data pla
 """
 
 import base64
-import binascii
 import json
 import math
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ router = APIRouter(include_in_schema=False)  # the protocol's own specification 
 EXTENSIONS = ["binary_tensor_data", "classification"]
 IMAGES, PIXELS, OUTPUT = "image_bytes", "pixels", "probabilities"
 HEADER_LENGTH = "Inference-Header-Content-Length"
+_END = object()
 MODEL = "/v2/models/{name}"
 VERSIONS = ("", "/versions/{version}")
 
@@ -58,9 +59,13 @@ def model_path(request: Request) -> tuple[str, int | None]:
     name, version = request.path_params["name"], request.path_params.get("version")
     if version is None:
         return name, None
-    if not version.isdigit():
+    if not is_whole_number(version):
         raise InvalidInput(f"Model version {version!r}: versions are whole numbers")
     return name, int(version)
+
+
+def is_whole_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit alone takes "²", which int() refuses
 
 
 def check_served(models: ModelServer, name: str) -> None:
@@ -91,7 +96,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """The JSON header and the binary tensor data after it (none without the header-length header)."""
     if header_length is None:
         return body, b""
-    if not header_length.isdigit() or int(header_length) > len(body):
+    if not is_whole_number(header_length) or int(header_length) > len(body):
         raise InvalidInput(
             f"{HEADER_LENGTH}: {header_length!r} is not a length within the body ({len(body)} bytes)"
         )
@@ -113,6 +118,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         request = json.loads(header)
     except ValueError as exc:
         raise InvalidInput(f"The inference request is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidInput("The inference request is not valid JSON (nested too deeply)") from None
     if not isinstance(request, dict):
         raise InvalidInput("The inference request must be a JSON object")
     inputs = request.get("inputs")
@@ -185,7 +192,7 @@ def read_input(spec: dict[str, Any], binary: bytes) -> tuple[list[bytes] | None,
     else:
         try:
             values = np.asarray(spec["data"], dtype=np.float32).reshape(-1)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             raise InvalidInput(f"{where}: 'data' must be a list of numbers") from None
         if values.size != elements:
             raise InvalidInput(f"{where}: {values.size} values for shape {shape}")
@@ -223,7 +230,7 @@ def base64_elements(data: Any, where: str) -> list[bytes]:
             raise InvalidInput(f"{where}: element {i} is not a string: in JSON, send each image as base64")
         try:
             images.append(base64.b64decode(element, validate=True))
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a character beyond ASCII
             raise InvalidInput(
                 f"{where}: element {i} is not base64: in JSON, send each image as base64, "
                 "or send binary tensor data"
@@ -231,12 +238,17 @@ def base64_elements(data: Any, where: str) -> list[bytes]:
     return images
 
 
-def _flatten(data: Any):
-    if isinstance(data, list):
-        for item in data:
-            yield from _flatten(item)
-    else:
-        yield data
+def _flatten(data: Any) -> Iterator[Any]:
+    """The elements of nested lists in row-major order (without recursion: nesting is the client's)."""
+    stack = [iter([data])]
+    while stack:
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+        elif isinstance(item, list):
+            stack.append(iter(item))
+        else:
+            yield item
 
 
 def requested_outputs(outputs: Any, default_binary: bool) -> list[RequestedOutput]:
@@ -329,18 +341,12 @@ async def server_ready(request: Request, models: ModelsDep) -> dict[str, bool]:
     return {"ready": True}
 
 
-def _register(method: str, suffix: str):
+def _route(method: str, suffix: str = ""):
     """Register the endpoint for the model, and for a version of it."""
-
-    def register(endpoint):
-        for version_part in VERSIONS:
-            router.add_api_route(MODEL + version_part + suffix, endpoint, methods=[method])
-        return endpoint
-
-    return register
+    return dataplane.route(router, method, [MODEL + version_part + suffix for version_part in VERSIONS])
 
 
-@_register("GET", "")
+@_route("GET")
 async def model_metadata(request: Request, models: ModelsDep) -> dict[str, Any]:
     """The model's inputs and outputs, with their datatypes and shapes."""
     name, version = model_path(request)
@@ -349,7 +355,7 @@ async def model_metadata(request: Request, models: ModelsDep) -> dict[str, Any]:
     return model_metadata_body(name, versions, classifier)
 
 
-@_register("GET", "/ready")
+@_route("GET", "/ready")
 async def model_ready(request: Request, models: ModelsDep) -> dict[str, Any]:
     """200 while the model (or the version named) can answer; 503 while it loads, 404 if unknown."""
     name, version = model_path(request)
@@ -366,7 +372,7 @@ async def model_ready(request: Request, models: ModelsDep) -> dict[str, Any]:
     return {"name": name, "ready": True}
 
 
-@_register("POST", "/infer")
+@_route("POST", "/infer")
 async def infer(request: Request, models: ModelsDep) -> Response:
     """Classify the request's images (BYTES) or pixels (FP32)."""
     name, version = model_path(request)

@@ -198,6 +198,13 @@ IMAGE = b64(png())
 MALFORMED = [
     pytest.param(
         ":predict",
+        {"instances": [{"b64": "é"}]},
+        400,
+        "instances[0]: 'b64' is not valid base64",
+        id="not-ascii",
+    ),
+    pytest.param(
+        ":predict",
         {"signature_name": "serving_default"},
         400,
         "Missing 'inputs' or 'instances' key",
@@ -411,3 +418,22 @@ def test_a_version_that_failed_to_load_cannot_be_asked_for(versions_app):
 
     assert response.status_code == 404
     assert response.json()["error"].startswith(f"version 3 of {MODEL_NAME}")
+
+
+def test_a_number_beyond_float_is_a_400(client):
+    body = '{"signature_name": "predict_pixels", "instances": [' + "1" * 400 + "]}"
+
+    response = client.post(f"/v1/models/{MODEL_NAME}:predict", content=body)
+
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "'instances': pixels must be nested lists of numbers, [images][height][width][3]"},
+    )
+
+
+def test_json_nested_past_the_parsers_limit_is_a_400(client):
+    body = '{"instances": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+    response = client.post(f"/v1/models/{MODEL_NAME}:predict", content=body)
+
+    assert (response.status_code, response.json()) == (400, {"error": "JSON Parse error: nested too deeply"})

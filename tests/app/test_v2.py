@@ -243,6 +243,25 @@ MALFORMED = [
         id="not-base64",
     ),
     pytest.param(
+        one_input(data=["é"]),
+        {},
+        "input 'image_bytes': element 0 is not base64: in JSON, send each image as base64, "
+        "or send binary tensor data",
+        id="not-ascii",
+    ),
+    pytest.param(
+        b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        {},
+        "The inference request is not valid JSON (nested too deeply)",
+        id="nested-too-deeply",
+    ),
+    pytest.param(
+        one_input(shape=[2], data=[[[["AA=="]]], "AA=="]),
+        {},
+        "'image_bytes[0]': not a JPEG, PNG, GIF, BMP or WebP image",
+        id="nested-data-flattened",
+    ),
+    pytest.param(
         one_input(shape=[2], data=["AA=="]), {}, "input 'image_bytes': 1 elements for shape [2]", id="short"
     ),
     pytest.param(
@@ -407,3 +426,17 @@ def test_before_a_version_is_loaded_the_protocols_answer_503(make_settings):
 
         assert (response.status_code, response.json()) == (503, {"error": "The model is not loaded"}), path
     assert client.get("/v2/health/live").json() == {"live": True}
+
+
+def test_numbers_that_are_not_ascii_digits_are_a_400(client):
+    version = client.get(f"/v2/models/{MODEL_NAME}/versions/%C2%B2")
+    length = client.post(
+        f"/v2/models/{MODEL_NAME}/infer", content=b"{}", headers={"Inference-Header-Content-Length": b"\xb2"}
+    )
+
+    assert (version.status_code, version.json()) == (
+        400,
+        {"error": "Model version '²': versions are whole numbers"},
+    )
+    assert length.status_code == 400
+    assert length.json()["error"].startswith("Inference-Header-Content-Length: ")
