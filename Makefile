@@ -5,7 +5,6 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= data/demo
 MODEL_BASE_PATH ?= models
 MODEL_NAME ?= inception_v2
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: help install run test lint format demo-data train demo-model bench clean
 

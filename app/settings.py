@@ -165,8 +165,17 @@ class Settings(BaseSettings):
     gpu_memory_limit_mb: int | None = Field(
         None, ge=1, description="Cap on GPU memory; unset grows GPU memory as needed."
     )
+    shutdown_delay_s: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, how long /readyz answers 503 while requests are still served, so load "
+        "balancers stop sending traffic before the listener closes; 0 where a preStop hook waits instead.",
+    )
     shutdown_timeout_s: float = Field(
-        30.0, gt=0, description="On SIGTERM, longest wait for admitted requests to finish before exiting."
+        30.0,
+        gt=0,
+        description="After SHUTDOWN_DELAY_S, longest wait for admitted requests to finish before exiting.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 

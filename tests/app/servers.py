@@ -35,8 +35,14 @@ def free_port() -> int:
 
 
 def start_server(model_repository: Path, log: Path, **settings: str) -> Server:
+    """`python -m app` on a free port; it exits at once on SIGTERM unless SHUTDOWN_DELAY_S says otherwise.
+
+    TensorFlow's log level is left to the service, as on a machine where nobody has set it.
+    """
     port = free_port()
-    env = os.environ | {"MODEL_BASE_PATH": str(model_repository), "PORT": str(port)} | settings
+    env = os.environ | {"MODEL_BASE_PATH": str(model_repository), "PORT": str(port), "SHUTDOWN_DELAY_S": "0"}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    env |= settings
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT

@@ -56,7 +56,9 @@ def test_grace_period_outlasts_the_endpoint_removal_and_the_drain(k8s):
     env = {item["name"]: item.get("value") for item in container(k8s)["env"]}
     pre_stop = container(k8s)["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + float(env["SHUTDOWN_TIMEOUT_S"]) + 5
+    assert env["SHUTDOWN_DELAY_S"] == "0", "the preStop sleep does its job in Kubernetes"
+    drain = float(env["SHUTDOWN_DELAY_S"]) + float(env["SHUTDOWN_TIMEOUT_S"])
+    assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + drain + 5
 
 
 def test_pods_run_as_the_images_user(k8s, stages):

@@ -152,12 +152,15 @@ def test_health_checks_pass_only_while_the_service_is_ready(stages, compose, ser
         assert healthy("compose healthcheck")
         assert child_processes(server.pid) == [], "one server process, no workers"
 
-        # A request admitted before SIGTERM is drained; the health checks fail from SIGTERM on.
+        # A request admitted before SIGTERM is drained; the health checks fail from SIGTERM on, while
+        # the listener stays open for SHUTDOWN_DELAY_S so that a load balancer sees /readyz say 503.
         upload, rest = start_upload(port, png())
         time.sleep(0.5)
         server.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         assert server.poll() is None, "the service exited with a request in flight"
+        assert float(service_env["SHUTDOWN_DELAY_S"]) > 0
+        assert readyz(port) == 503
         for name in checks:
             assert not healthy(name), f"{name} passes while the service is shutting down"
         assert finish_upload(upload, rest) == "HTTP/1.1 200 OK"
