@@ -5,8 +5,10 @@ TensorFlow is imported only by the command that runs, so `--help` answers at onc
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from training.config import ARCHITECTURE_NAMES, TrainConfig
 
@@ -79,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The C++ log threshold, set before TensorFlow loads. Where no NVIDIA driver is present, also
+    # the "failed call to cuInit" the GPU-enabled wheel logs as an error at every start: not an
+    # error on a CPU machine. GPUs stay visible. app/__main__.py does the same for the service.
+    nvidia = any(os.path.exists(device) for device in ("/dev/nvidiactl", "/dev/dxg"))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if nvidia else "3")
     # Our progress at INFO; TensorFlow's and absl's chatter only when it is a warning.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("training").setLevel(logging.INFO)
@@ -93,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run(args.data_dir, args.model_base_path, args.model_name, args.version)
         else:
+            from training.repository import check_writable
+
+            # Before TensorFlow loads (seconds): a folder owned by someone else fails at once, not at export.
+            check_writable(Path(args.model_base_path) / args.model_name)
             from training.train import train
 
             train(TrainConfig(**{k: v for k, v in vars(args).items() if k != "command"}))

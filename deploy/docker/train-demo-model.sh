@@ -4,6 +4,8 @@
 # The trainer image runs this as its command; the `demo` image runs it at build time.
 # Data and checkpoints live in a scratch folder, so any user id can run it (compose runs it as yours).
 set -eu
+# Within a second, not at export minutes later: fail if the model repository cannot take a version.
+python -m training.repository "$MODEL_BASE_PATH/$MODEL_NAME"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
