@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= data/demo
 MODEL_BASE_PATH ?= models
 MODEL_NAME ?= inception_v2
+# Debian's docker.io CLI (20.10) builds with its built-in BuildKit; a newer CLI needs the buildx plugin.
+DOCKER ?= $(shell test -x /usr/bin/docker && echo /usr/bin/docker || echo docker)
 
-.PHONY: help install run test lint format demo-data train demo-model bench clean
+.PHONY: help install run test test-image image lint format demo-data train demo-model bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -25,6 +27,12 @@ run: demo-model  ## Start the service on 127.0.0.1:8000 (trains the demo model f
 
 test: $(VENV)/.installed  ## Run the test suite
 	$(PY) -m pytest
+
+test-image: $(VENV)/.installed  ## Build the images and test them on Docker and Compose for real (minutes)
+	DOCKER=$(DOCKER) $(PY) -m pytest -m image -rP tests/deploy
+
+image:  ## Build the runtime and demo images, making the base image from Debian's packages if needed
+	DOCKER=$(DOCKER) deploy/docker/build-images.sh runtime demo
 
 lint: $(VENV)/.installed  ## ruff, hadolint, compose and Kubernetes schema checks
 	$(VENV)/bin/ruff check .

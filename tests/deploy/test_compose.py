@@ -38,7 +38,7 @@ def test_healthcheck_is_the_images_and_waits_for_the_model(compose, stages):
     for name in SERVICES:
         healthcheck = compose["services"][name]["healthcheck"]
         assert compose_healthcheck_command(healthcheck["test"]) == image.command
-        for option in ("interval", "timeout", "start-period", "start-interval"):
+        for option in ("interval", "timeout", "start-period"):
             assert seconds(healthcheck[option.replace("-", "_")]) == seconds(image.options[option]), option
         assert healthcheck["retries"] == int(image.options["retries"])
 
@@ -47,7 +47,8 @@ def test_stop_waits_for_the_drain(compose):
     for name in SERVICES:
         service = compose["services"][name]
         assert service["stop_signal"] == "SIGTERM"
-        drain = float(compose_environment(service, {})["SHUTDOWN_TIMEOUT_S"])
+        settings = compose_environment(service, {})
+        drain = float(settings["SHUTDOWN_DELAY_S"]) + float(settings["SHUTDOWN_TIMEOUT_S"])
         assert seconds(service["stop_grace_period"]) > drain + 10
 
 
