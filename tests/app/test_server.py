@@ -178,3 +178,15 @@ def test_sigterm_turns_readiness_off_at_once_and_finishes_admitted_requests(mode
         assert "Finished server process" in server.output()
     finally:
         stop(server)
+
+
+def test_a_second_sigterm_ends_the_shutdown_delay(model_repository, tmp_path):
+    server = start_server(model_repository, tmp_path / "server.log", SHUTDOWN_DELAY_S="300")
+    try:
+        wait_until_ready(server)
+        server.process.send_signal(signal.SIGTERM)
+        assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 503
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0, "exited long before the 300 s delay"
+    finally:
+        stop(server)

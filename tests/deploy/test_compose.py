@@ -30,6 +30,7 @@ def test_services_mount_the_model_repository_read_only(compose):
             {"type": "bind", "source": "./models", "target": "/models", "read_only": True}
         ]
         assert service["restart"] == "unless-stopped"
+        assert (service["read_only"], service["tmpfs"]) == (True, ["/tmp"])
         assert [port.rsplit(":", 1)[1] for port in service["ports"]] == ["8000"]
 
 

@@ -61,6 +61,7 @@ def test_up_predict_train_a_new_version_down(images, models, tmp_path):
         response = httpx.post(f"{url}/predict", files=image, timeout=30)
         assert response.status_code == 200, response.text
         assert httpx.get(f"{url}/model").json()["version"] == 1
+        assert inspect(container)["HostConfig"]["ReadonlyRootfs"] is True
 
         # The small network, briefly: the test is about where the version lands, not how good it is.
         quick = ["train-demo-model", "--arch", "inception_v2_seed", "--image-size", "32", "--epochs", "1"]
