@@ -121,8 +121,6 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> floa
 class SlowUploads:
     """Requests whose bodies trickle in, so they are admitted and still in flight when a stop begins."""
 
-    url: str
-    count: int
     responses: list[httpx.Response | Exception]
     threads: list[threading.Thread]
 
@@ -161,7 +159,7 @@ def slow_uploads(url: str, count: int, seconds: float = 3.0) -> Iterator[SlowUpl
     threads = [threading.Thread(target=upload, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
-    yield SlowUploads(url, count, responses, threads)
+    yield SlowUploads(responses, threads)
 
 
 def free_port() -> int:
