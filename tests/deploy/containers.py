@@ -108,12 +108,12 @@ def readiness(url: str) -> int | str:
         return type(error).__name__
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Poll `predicate` until true; return the seconds it took."""
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.05) -> float:
+    """Poll `predicate` every `every_s` until true; return the seconds it took."""
     started = time.monotonic()
     while not predicate():
         assert time.monotonic() - started < timeout_s, f"{what}: not within {timeout_s} s"
-        time.sleep(0.05)
+        time.sleep(every_s)
     return time.monotonic() - started
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.deploy.conftest import tool
-from tests.deploy.containers import docker, free_port, inspect, jpeg, wait_healthy
+from tests.deploy.containers import docker, free_port, inspect, jpeg, wait_for, wait_healthy
 from tests.deploy.manifests import COMPOSE_FILE
 
 pytestmark = pytest.mark.image
@@ -70,6 +70,8 @@ def test_up_predict_train_a_new_version_down(images, models, tmp_path):
         assert version.is_dir(), train.stdout[-3000:] + train.stderr[-3000:]  # run's exit code: see below
         assert json.loads((version / "metadata.json").read_text())["version"] == 2
         assert (version.stat().st_uid, version.stat().st_gid) == (HOST_USER, HOST_USER)
+        # The running service loads it from the read-only mount within MODEL_POLL_SECONDS.
+        wait_for(lambda: httpx.get(f"{url}/model").json()["version"] == 2, 300, "version 2 served", 0.5)
 
         down = compose("down", timeout=120)
         assert down.returncode == 0, down.stderr
