@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.logging import DefaultFormatter
 
 from app.api import health, metrics, model, predict, report, tfserving, v2
+from app.api import page as web_page
 from app.api.body_limit import RequestBodyLimit
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.problems import document_problems, register_problem_handlers
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         v2.router,
     ):
         app.include_router(router)
+    app.include_router(web_page.router)  # GET /: the page to try the model in a browser
     document_problems(app)
     return app
 

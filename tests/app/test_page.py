@@ -1,0 +1,218 @@
+"""The page at GET /, in a real browser (Debian's chromium) against a real `python -m app` process."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.app.conftest import encode, noise
+from tests.app.test_server import Server, start_server, stop, wait_until_ready
+from tests.browser import launch, require_chromium
+from tests.conftest import IMAGE_SIZE, LABELS
+
+MAX_IMAGE_PIXELS = 500 * 500
+MAX_UPLOAD_BYTES = 1_000_000
+TIMEOUT_MS = 60_000  # every wait on the page has this deadline
+
+
+@pytest.fixture(scope="module")
+def server(model_repository, tmp_path_factory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("page-server") / "server.log"
+    limits = {"MAX_IMAGE_PIXELS": str(MAX_IMAGE_PIXELS), "MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES)}
+    server = start_server(model_repository, log, **limits)
+    try:
+        wait_until_ready(server)
+        yield server
+    finally:
+        stop(server)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    require_chromium()
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server) -> Iterator[Page]:
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server.url + "/")
+    expect(page.locator("#model-line")).to_have_text("Serving inception_v2 version 1")
+    yield page
+    page.close()
+    assert errors == [], "the page's script raised"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, Path]:
+    """A JPEG and a PNG as people send them, a text file, an image over MAX_IMAGE_PIXELS and one
+    over MAX_UPLOAD_BYTES."""
+    folder = tmp_path_factory.mktemp("uploads")
+    files = {
+        "photo.jpg": encode(noise(120, 90, seed=1), "JPEG", quality=90),
+        "drawing.png": encode(noise(64, 64, seed=2)),
+        "notes.txt": b"shopping list: eggs, milk\n",
+        "huge.png": encode(noise(600, 500, seed=3)),
+        "heavy.png": encode(noise(1000, 1000, seed=4)),  # 3 MB: noise does not compress
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {name: folder / name for name in files}
+
+
+def predict(server: Server, path: Path) -> httpx.Response:
+    return httpx.post(f"{server.url}/predict", files={"file": (path.name, path.read_bytes())}, timeout=60)
+
+
+def result(page: Page, filename: str):
+    """The finished result of `filename` on the page."""
+    item = page.locator(".result", has=page.locator(".filename", has_text=filename))
+    expect(item).to_have_attribute("aria-busy", "false")
+    return item
+
+
+def shown_predictions(item) -> list[tuple[str, float, str]]:
+    """(label shown, its score, the score shown) for each bar of a result."""
+    rows = item.locator(".prediction")
+    return [
+        (
+            row.locator(".label").inner_text(),
+            float(row.get_attribute("data-score")),
+            row.locator(".score").inner_text(),
+        )
+        for row in rows.all()
+    ]
+
+
+def test_the_page_is_served_with_its_own_files_only(server, page):
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.reload()
+    expect(page.locator("#model-line")).to_have_text("Serving inception_v2 version 1")
+
+    assert sorted(requested) == sorted(
+        f"{server.url}{path}" for path in ("/", "/static/page.css", "/static/page.js", "/model")
+    )
+    assert "default-src 'self'" in httpx.get(server.url + "/").headers["content-security-policy"]
+    assert httpx.get(server.url + "/static/secrets.txt").status_code == 404
+
+
+def test_a_jpeg_and_a_png_show_the_labels_predict_answers(server, page, images):
+    uploads = [images["photo.jpg"], images["drawing.png"]]
+
+    page.set_input_files("#files", uploads)
+
+    for path in uploads:
+        answer = predict(server, path).json()["results"][0]["predictions"]
+        shown = shown_predictions(result(page, path.name))
+        assert [label for label, _, _ in shown] == [p["label"] for p in answer]
+        np.testing.assert_allclose([score for _, score, _ in shown], [p["score"] for p in answer], atol=1e-5)
+        assert [text for _, _, text in shown] == [f"{score * 100:.1f} %" for _, score, _ in shown]
+        thumbnail = result(page, path.name).locator("img.thumbnail")
+        assert thumbnail.evaluate("image => image.naturalWidth") == (120 if path.suffix == ".jpg" else 64)
+
+
+def test_a_file_that_is_not_an_image_shows_the_problem_in_words(server, page, images):
+    problem = predict(server, images["notes.txt"]).json()
+
+    page.set_input_files("#files", images["notes.txt"])
+
+    item = result(page, "notes.txt")
+    expect(item.locator(".problem-title")).to_have_text("Unsupported image format (415)")
+    expect(item.locator(".problem-detail")).to_have_text(problem["detail"])
+    assert problem["detail"] == "'notes.txt': not a JPEG, PNG, GIF, BMP or WebP image"
+    expect(item.locator(".no-preview")).to_have_text("No preview")
+
+
+def test_an_image_over_the_pixel_limit_shows_413(server, page, images):
+    page.set_input_files("#files", images["huge.png"])
+
+    item = result(page, "huge.png")
+    expect(item.locator(".problem-title")).to_have_text("Image too large (413)")
+    expect(item.locator(".problem-detail")).to_have_text(predict(server, images["huge.png"]).json()["detail"])
+
+
+def test_a_file_over_the_upload_limit_shows_413(server, page, images):
+    assert images["heavy.png"].stat().st_size > MAX_UPLOAD_BYTES
+
+    page.set_input_files("#files", images["heavy.png"])
+
+    item = result(page, "heavy.png")
+    expect(item.locator(".problem-title")).to_have_text("Request body too large (413)")
+    expect(item.locator(".problem-detail")).to_have_text(
+        f"The request body is over MAX_UPLOAD_BYTES ({MAX_UPLOAD_BYTES} bytes)"
+    )
+
+
+def test_the_drop_zone_is_reached_and_used_with_the_keyboard(page, images):
+    page.keyboard.press("Tab")  # the skip link
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "files"
+    assert page.locator("#files").evaluate("input => input.labels[0].id") == "drop-zone"
+
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files(images["drawing.png"])
+
+    assert len(shown_predictions(result(page, "drawing.png"))) == len(LABELS)
+
+
+def test_the_model_card_shows_the_models_metadata(server, page):
+    info = httpx.get(server.url + "/model").json()
+    card = page.locator("#card-body")
+
+    facts = dict(
+        zip(
+            card.locator(".facts dt").all_inner_texts(),
+            card.locator(".facts dd").all_inner_texts(),
+            strict=True,
+        )
+    )
+    assert facts["Name"] == "inception_v2"
+    assert facts["Version"] == "1"
+    assert facts["Input size"] == f"{IMAGE_SIZE} × {IMAGE_SIZE} pixels"
+    assert facts["Network"] == "inception_v2_seed"
+    assert facts["Parameters"].startswith(f"{info['architecture']['total_params']:,} (")
+    assert card.locator(".labels li").all_inner_texts() == LABELS
+    # The seed network has no Inception V2 end points: each layer is its own row.
+    rows = card.locator("table.blocks tbody tr")
+    assert rows.locator("th").all_inner_texts() == [layer["name"] for layer in info["architecture"]["layers"]]
+    # Training figures as exported by the fixture: {"params": {"epochs": 0}, "data": {"images": 0}}
+    assert facts["epochs"] == "0"
+    assert facts["images"] == "0"
+
+
+def test_blocks_group_inception_v2_layers_by_the_reference_end_points(page):
+    from training.export import describe_architecture
+    from training.inception_v2 import inception_v2
+
+    architecture = describe_architecture(inception_v2(input_shape=(32, 32, 3), num_classes=3), "inception_v2")
+
+    blocks = page.evaluate("layers => blocks(layers)", architecture["layers"])
+
+    mixed = ["3b", "3c", "4a", "4b", "4c", "4d", "4e", "5a", "5b", "5c"]
+    assert [block["name"] for block in blocks] == [
+        "pixels",
+        "scale_to_unit_range",
+        "Conv2d_1a_7x7",
+        "MaxPool_2a_3x3",
+        "Conv2d_2b_1x1",
+        "Conv2d_2c_3x3",
+        "MaxPool_3a_3x3",
+        *(f"Mixed_{name}" for name in mixed),
+        "Logits",
+        "Predictions",
+    ]
+    assert sum(block["params"] for block in blocks) == architecture["total_params"]
+    by_name = {block["name"]: block for block in blocks}
+    assert by_name["Mixed_5c"]["output_shape"] == [1, 1, 1024]
+    assert by_name["Logits"]["output_shape"] == [3]
