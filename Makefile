@@ -34,12 +34,13 @@ test-image: $(VENV)/.installed  ## Build the images and test them on Docker and 
 image:  ## Build the runtime and demo images, making the base image from Debian's packages if needed
 	DOCKER=$(DOCKER) deploy/docker/build-images.sh runtime demo
 
-lint: $(VENV)/.installed  ## ruff, hadolint, compose and Kubernetes schema checks
+lint: $(VENV)/.installed  ## ruff, hadolint, compose and Kubernetes schema checks, promtool on the alert rules
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(VENV)/bin/kubernetes-validate --strict --kubernetes-version 1.29.0 deploy/k8s/deployment.yaml deploy/k8s/service.yaml deploy/k8s/hpa.yaml deploy/k8s/pdb.yaml
+	cd deploy/prometheus && promtool check rules rules.yml && promtool check config prometheus.yml && promtool test rules rules_test.yml
 
 format: $(VENV)/.installed  ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

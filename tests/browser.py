@@ -1,16 +1,13 @@
-"""A real browser for tests: Debian's chromium, driven by Playwright (whose own browser download
-cannot run here, so it is pointed at the system's)."""
+"""A real browser for tests: Debian's chromium driven by Playwright, whose own browser download
+cannot run here (never `playwright install`)."""
 
-import os
-from pathlib import Path
-
-import pytest
 from playwright.sync_api import Browser, Playwright
 
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.tools import require
+
 FLAGS = [
     "--headless",
-    "--no-sandbox",  # as root, in CI
+    "--no-sandbox",  # CI runs as root
     "--disable-gpu",
     "--disable-background-networking",
     "--disable-component-update",
@@ -18,15 +15,6 @@ FLAGS = [
 ]
 
 
-def require_chromium() -> None:
-    """Fail in CI, which must install it (.ci/run); skip with the reason on a developer's machine."""
-    if CHROMIUM.exists():
-        return
-    message = f"{CHROMIUM} is missing: apt-get install chromium chromium-driver"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def launch(playwright: Playwright) -> Browser:
-    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+    """Debian's chromium, headless; fails in CI if it is not installed."""
+    return playwright.chromium.launch(executable_path=require("chromium", "chromium"), args=FLAGS)

@@ -10,7 +10,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.app.conftest import encode, noise
 from tests.app.test_server import Server, start_server, stop, wait_until_ready
-from tests.browser import launch, require_chromium
+from tests.browser import launch
 from tests.conftest import IMAGE_SIZE, LABELS
 
 MAX_IMAGE_PIXELS = 500 * 500
@@ -32,7 +32,6 @@ def server(model_repository, tmp_path_factory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    require_chromium()
     with sync_playwright() as playwright:
         browser = launch(playwright)
         yield browser

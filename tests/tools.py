@@ -1,0 +1,18 @@
+"""Programs the tests need from Debian's packages, which .ci/run installs."""
+
+import os
+import shutil
+
+import pytest
+
+
+def require(program: str, package: str) -> str:
+    """The path of `program`. Missing, the test fails in CI (CI=true), which must install it, and is
+    skipped with the reason on a developer's machine."""
+    found = shutil.which(program)
+    if found:
+        return found
+    message = f"{program} is missing: apt-get install {package} (as .ci/run does)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
