@@ -68,8 +68,8 @@ function showPredictions(container, predictions) {
       "li",
       { className: "prediction" },
       el("span", { className: "label" }, prediction.label),
-      bar,
       el("span", { className: "score" }, percent(prediction.score)),
+      bar,
     );
     item.dataset.label = prediction.label;
     item.dataset.score = String(prediction.score);
@@ -112,14 +112,14 @@ function addResult(file) {
     URL.revokeObjectURL(thumbnail.src);
     thumbnail.replaceWith(el("span", { className: "thumbnail no-preview" }, "No preview"));
   });
-  document.getElementById("results").prepend(item);
   return item;
 }
 
+// The files of one drop or pick in their order, above the results of earlier ones.
 function classifyAll(files) {
-  for (const file of files) {
-    classify(file, addResult(file));
-  }
+  const items = files.map(addResult);
+  document.getElementById("results").prepend(...items);
+  files.forEach((file, index) => classify(file, items[index]));
 }
 
 function setUpDropZone() {
@@ -313,12 +313,14 @@ async function renderCard(info) {
   if (Array.isArray(info.versions) && info.versions.length) {
     parts.push(versionsSection(info.versions, info.version));
   }
+  const columns = el("div", { className: "columns" });
   if (info.architecture?.layers) {
-    parts.push(architectureSection(info.architecture));
+    columns.append(architectureSection(info.architecture));
   }
   if (isPlainObject(info.training) && Object.keys(info.training).length) {
-    parts.push(figures("Training", info.training, 3));
+    columns.append(figures("Training", info.training, 3));
   }
+  parts.push(columns);
   if (typeof info.report === "string" && info.report) {
     parts.push(await reportSection(info.report));
   }
