@@ -239,15 +239,9 @@ function sparkline(name, values) {
 
 function formatValue(value) {
   if (typeof value === "number" && !Number.isInteger(value)) {
-    return value.toPrecision(4);
+    return String(Number(value.toPrecision(4))); // 0.001, 0.8733
   }
-  if (typeof value === "number") {
-    return numberFormat.format(value);
-  }
-  if (value === null) {
-    return "n/a";
-  }
-  return String(value);
+  return value === null ? "n/a" : String(value);
 }
 
 // Training figures as exported: whatever keys they have, numbers and words as a list, nested

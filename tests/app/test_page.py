@@ -215,3 +215,35 @@ def test_blocks_group_inception_v2_layers_by_the_reference_end_points(page):
     by_name = {block["name"]: block for block in blocks}
     assert by_name["Mixed_5c"]["output_shape"] == [1, 1, 1024]
     assert by_name["Logits"]["output_shape"] == [3]
+
+
+CONTRAST = """element => {
+    const luminance = colour => {
+        const [r, g, b] = colour.match(/[\\d.]+/g).slice(0, 3).map(v => {
+            const c = Number(v) / 255;
+            return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+        });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    let background = element;
+    while (getComputedStyle(background).backgroundColor === "rgba(0, 0, 0, 0)") {
+        background = background.parentElement;
+    }
+    const [light, dark] = [getComputedStyle(element).color, getComputedStyle(background).backgroundColor]
+        .map(luminance).sort((a, b) => b - a);
+    return (light + 0.05) / (dark + 0.05);
+}"""
+
+
+def test_text_meets_wcag_aa_contrast(page, images):
+    page.set_input_files("#files", [images["drawing.png"], images["notes.txt"]])
+    result(page, "drawing.png")
+    result(page, "notes.txt")
+
+    selectors = [
+        "h1", "#model-line", ".drop-zone-title", ".drop-zone-hint", ".filename", ".prediction .label",
+        ".prediction .score", ".problem-title", ".problem-detail", ".facts dt", ".facts dd", ".labels li",
+        "caption", "tbody th",
+    ]  # fmt: skip
+    ratios = {selector: page.locator(selector).first.evaluate(CONTRAST) for selector in selectors}
+    assert {selector: ratio for selector, ratio in ratios.items() if ratio < 4.5} == {}
