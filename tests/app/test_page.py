@@ -153,6 +153,9 @@ def test_a_file_over_the_upload_limit_shows_413(server, page, images):
 
 
 def test_the_drop_zone_is_reached_and_used_with_the_keyboard(page, images):
+    # A listener makes Playwright intercept file choosers; it asks the browser without waiting for an
+    # answer, so ask first: the key presses below are sent after it.
+    page.on("filechooser", lambda chooser: None)
     page.keyboard.press("Tab")  # the skip link
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "files"
