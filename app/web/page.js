@@ -37,12 +37,8 @@ async function readProblem(response) {
     // not JSON (a proxy's page, say): the status line is all there is
   }
   const title = body?.title || `${response.status} ${response.statusText}`.trim();
-  let detail = typeof body?.detail === "string" ? body.detail : "";
-  const retry = response.headers.get("Retry-After");
-  if (retry) {
-    detail += `${detail ? " " : ""}Try again in ${retry} s.`;
-  }
-  return { status: response.status, title, detail };
+  const detail = typeof body?.detail === "string" ? body.detail : "";
+  return { status: response.status, title, detail, retry: response.headers.get("Retry-After") };
 }
 
 // --- Classifying images ---------------------------------------------------------------------------
@@ -54,6 +50,7 @@ function showProblem(container, problem) {
       { className: "problem", role: "alert" },
       el("p", { className: "problem-title" }, problem.status ? `${problem.title} (${problem.status})` : problem.title),
       problem.detail ? el("p", { className: "problem-detail" }, problem.detail) : null,
+      problem.retry ? el("p", { className: "problem-retry" }, `Try again in ${problem.retry} s.`) : null,
     ),
   );
 }

@@ -1,6 +1,8 @@
 """The page at GET /, in a real browser (Debian's chromium) against a real `python -m app` process."""
 
+import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -8,6 +10,8 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from app.api.problems import service_error
+from app.errors import Overloaded
 from tests.app.conftest import encode, noise
 from tests.app.test_server import Server, start_server, stop, wait_until_ready
 from tests.browser import launch
@@ -150,6 +154,29 @@ def test_a_file_over_the_upload_limit_shows_413(server, page, images):
     expect(item.locator(".problem-detail")).to_have_text(
         f"The request body is over MAX_UPLOAD_BYTES ({MAX_UPLOAD_BYTES} bytes)"
     )
+
+
+def test_a_full_queue_is_shown_with_when_to_retry(page):
+    # A full queue cannot be produced on demand without racing the model, so the page reads the
+    # service's own 503 answer (problem body and Retry-After) as the browser would receive it.
+    overloaded = Overloaded("256 images are waiting for the model; MAX_QUEUE_SIZE is 256")
+    with ThreadPoolExecutor(1) as thread:  # this thread runs Playwright's event loop
+        answer = thread.submit(asyncio.run, service_error(None, overloaded)).result()
+
+    shown = page.evaluate(
+        """async ([status, headers, body]) => {
+            const box = document.createElement("div");
+            showProblem(box, await readProblem(new Response(body, {status, headers})));
+            return [...box.querySelectorAll("p")].map(p => p.textContent);
+        }""",
+        [answer.status_code, dict(answer.headers), answer.body.decode()],
+    )
+
+    assert shown == [
+        "Overloaded (503)",
+        "256 images are waiting for the model; MAX_QUEUE_SIZE is 256",
+        "Try again in 1 s.",
+    ]
 
 
 def test_the_drop_zone_is_reached_and_used_with_the_keyboard(page, images):
