@@ -220,6 +220,17 @@ def test_the_model_card_shows_the_models_metadata(server, page):
     assert facts["images"] == "0"
 
 
+def test_the_model_card_lists_every_version_with_its_state(server, page):
+    versions = httpx.get(server.url + "/model").json()["versions"]
+    assert versions == [{"version": 1, "state": "AVAILABLE", "version_labels": [], "error": None}]
+
+    rows = page.locator("#card-body .versions tbody tr")
+
+    assert [row.locator("th, td").all_inner_texts() for row in rows.all()] == [
+        ["1 (shown)", "AVAILABLE", "–", "–"]
+    ]
+
+
 def test_blocks_group_inception_v2_layers_by_the_reference_end_points(page):
     from training.export import describe_architecture
     from training.inception_v2 import inception_v2

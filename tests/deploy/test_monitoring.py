@@ -3,6 +3,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ import yaml
 
 from tests.app.conftest import ROOT, encode, noise
 from tests.app.test_server import Server, free_port, start_server, stop, wait_until_ready
+from tests.conftest import MODEL_NAME
 from tests.deploy.manifests import load_compose
 from tests.tools import require
 
@@ -111,7 +113,13 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def service(model_repository, tmp_path_factory) -> Iterator[Server]:
-    server = start_server(model_repository, tmp_path_factory.mktemp("monitored") / "server.log")
+    """The service on every version of a repository whose version 2 is corrupt: 1 serves, 2 failed."""
+    repository = tmp_path_factory.mktemp("monitored")
+    served = repository / MODEL_NAME
+    shutil.copytree(model_repository / MODEL_NAME / "1", served / "1")
+    shutil.copytree(served / "1", served / "2")
+    (served / "2" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    server = start_server(repository, repository / "server.log", MODEL_VERSION_POLICY="all")
     try:
         wait_until_ready(server)
         yield server
@@ -200,7 +208,25 @@ def test_the_recording_rules_match_the_services_metrics(prometheus, traffic):
         lambda result: len(result) == 1,
     )
     assert 0 < float(p99["value"][1]) <= 10  # within the histogram's buckets
-    prometheus.wait_for('ALERTS{alertname="InceptionV2Down"}', lambda result: result == [])
+    # Version 1's queue, empty once the traffic is answered; no series for the failed version 2.
+    prometheus.wait_for(
+        "instance_version:inference_queue:utilization",
+        lambda result: [(s["metric"]["version"], s["value"][1]) for s in result] == [("1", "0")],
+    )
+    # Up and ready: neither alert even pending (ALERTS holds pending alerts too).
+    prometheus.wait_for(
+        'ALERTS{alertname=~"InceptionV2Down|InceptionV2NotReady"}', lambda result: result == []
+    )
+
+
+def test_a_version_that_failed_to_load_raises_its_alert(prometheus):
+    (alert,) = prometheus.wait_for(
+        'ALERTS{alertname="InceptionV2VersionFailedToLoad"}', lambda result: result
+    )
+
+    assert alert["metric"]["version"] == "2"
+    assert alert["metric"]["name"] == MODEL_NAME
+    assert alert["metric"]["alertstate"] in ("pending", "firing")  # firing after its minute
 
 
 def dashboard_queries() -> dict[str, str]:
@@ -234,14 +260,9 @@ def test_every_dashboard_query_runs_and_the_service_panels_show_data(prometheus,
     results = {title: prometheus.query(expr) for title, expr in queries.items()}
 
     assert len(results) == 20  # 18 panel targets, 2 variables
-    for title in (
-        "Targets up (A)",
-        "Requests in progress (A)",
-        "Failed requests (A)",
-        "Throughput by route (A)",
-        "/predict latency (A)",
-        "$job",
-    ):
-        assert results[title], f"{title}: no data"
+    empty = {title for title, result in results.items() if not result}
+    assert empty == {"Shed predictions by instance (A)"}  # no 503 was sent
+    versions = {(s["metric"]["version"], s["metric"]["state"]) for s in results["Versions (A)"]}
+    assert versions == {("1", "AVAILABLE"), ("2", "END")}
     statuses = {series["metric"]["status"] for series in results["Errors by status (A)"]}
     assert "415" in statuses
