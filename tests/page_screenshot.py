@@ -13,7 +13,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
 
-from tests.app.test_server import start_server, stop, wait_until_ready
+from tests.app.servers import start_server, stop, wait_until_ready
 from tests.browser import launch
 
 

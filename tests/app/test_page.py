@@ -4,18 +4,21 @@ import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urljoin
 
 import httpx
 import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from starlette.requests import Request
 
 from app.api.problems import service_error
 from app.errors import Overloaded
 from tests.app.conftest import encode, noise
-from tests.app.test_server import Server, start_server, stop, wait_until_ready
+from tests.app.servers import Server, start_server, stop, wait_until_ready
 from tests.browser import launch
-from tests.conftest import IMAGE_SIZE, LABELS
+from tests.conftest import IMAGE_SIZE, LABELS, TRAINED_NAME
+from tests.training.test_report import PageLinks
 
 MAX_IMAGE_PIXELS = 500 * 500
 MAX_UPLOAD_BYTES = 1_000_000
@@ -156,12 +159,17 @@ def test_a_file_over_the_upload_limit_shows_413(server, page, images):
     )
 
 
+PREDICT_REQUEST = Request(
+    {"type": "http", "method": "POST", "path": "/predict", "headers": [], "query_string": b""}
+)
+
+
 def test_a_full_queue_is_shown_with_when_to_retry(page):
     # A full queue cannot be produced on demand without racing the model, so the page reads the
     # service's own 503 answer (problem body and Retry-After) as the browser would receive it.
     overloaded = Overloaded("256 images are waiting for the model; MAX_QUEUE_SIZE is 256")
     with ThreadPoolExecutor(1) as thread:  # this thread runs Playwright's event loop
-        answer = thread.submit(asyncio.run, service_error(None, overloaded)).result()
+        answer = thread.submit(asyncio.run, service_error(PREDICT_REQUEST, overloaded)).result()
 
     shown = page.evaluate(
         """async ([status, headers, body]) => {
@@ -288,3 +296,35 @@ def test_text_meets_wcag_aa_contrast(page, images):
     ]  # fmt: skip
     ratios = {selector: page.locator(selector).first.evaluate(CONTRAST) for selector in selectors}
     assert {selector: ratio for selector, ratio in ratios.items() if ratio < 4.5} == {}
+
+
+@pytest.fixture(scope="module")
+def trained_server(trained_repository, tmp_path_factory) -> Iterator[Server]:
+    """The service on a version trained by the training command, which wrote its training report."""
+    models, _ = trained_repository
+    server = start_server(models, tmp_path_factory.mktemp("trained") / "server.log", MODEL_NAME=TRAINED_NAME)
+    try:
+        wait_until_ready(server)
+        yield server
+    finally:
+        stop(server)
+
+
+def test_the_model_card_links_the_training_report_and_shows_its_plots(browser, trained_server):
+    report = httpx.get(trained_server.url + "/model").json()["report"]
+    page_url = str(httpx.get(trained_server.url + report, follow_redirects=True).url)
+    links = PageLinks()
+    links.feed(httpx.get(page_url).text)
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+
+    page.goto(trained_server.url + "/")
+
+    expect(page.locator(".report a")).to_have_attribute("href", report)
+    plots = page.locator(".report img")
+    expect(plots).to_have_count(len(links.images))
+    assert [plot.get_attribute("src") for plot in plots.all()] == [
+        urljoin(page_url, src) for src in links.images
+    ]
+    page.wait_for_function("[...document.querySelectorAll('.report img')].every(i => i.naturalWidth > 0)")
+    page.close()

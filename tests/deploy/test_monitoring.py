@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.app.conftest import ROOT, encode, noise
-from tests.app.test_server import Server, free_port, start_server, stop, wait_until_ready
+from tests.app.servers import Server, free_port, start_server, stop, wait_until_ready
 from tests.conftest import MODEL_NAME
 from tests.deploy.manifests import load_compose
 from tests.tools import require
@@ -253,8 +253,12 @@ def _substitute(expr: str) -> str:
 
 def test_every_dashboard_query_runs_and_the_service_panels_show_data(prometheus, traffic):
     queries = dashboard_queries()
+    # Rates need two samples of each series since the traffic: wait for the latest series, the 415s.
     prometheus.wait_for(
         queries["/predict latency (C)"], lambda result: result and result[0]["value"][1] != "NaN"
+    )
+    prometheus.wait_for(
+        queries["Errors by status (A)"], lambda result: {s["metric"]["status"] for s in result} == {"415"}
     )
 
     results = {title: prometheus.query(expr) for title, expr in queries.items()}
@@ -264,5 +268,3 @@ def test_every_dashboard_query_runs_and_the_service_panels_show_data(prometheus,
     assert empty == {"Shed predictions by instance (A)"}  # no 503 was sent
     versions = {(s["metric"]["version"], s["metric"]["state"]) for s in results["Versions (A)"]}
     assert versions == {("1", "AVAILABLE"), ("2", "END")}
-    statuses = {series["metric"]["status"] for series in results["Errors by status (A)"]}
-    assert "415" in statuses
