@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     # error on a CPU machine. GPUs stay visible. training/__main__.py does the same for training.
     nvidia = any(os.path.exists(device) for device in ("/dev/nvidiactl", "/dev/dxg"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if nvidia else "3")
+    from app.connections import guarded_protocol
     from app.main import create_app
 
     app = create_app(settings)
@@ -84,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         log_level=settings.log_level.lower(),
         lifespan="on",
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        # Slow and idle clients (docs/reliability.md): bounded headers, idle keep-alive, connections.
+        http=guarded_protocol(settings.header_timeout_s, settings.max_header_bytes),
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        limit_concurrency=settings.max_connections,
     )
     # uvicorn re-raises the stop signal once it has shut down gracefully; a drained shutdown is a
     # success, so that signal (or one arriving before uvicorn takes over) ends the process with 0.

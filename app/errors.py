@@ -54,6 +54,19 @@ class ReportNotFound(ServiceError):
     title = "No such report"
 
 
+class Unauthorized(ServiceError):
+    """API keys are configured and the request carries none of them."""
+
+    title = "Unauthorized"
+    challenge = 'Bearer realm="inception-v2-service"'
+
+
+class BodyTimedOut(ServiceError):
+    """A request body that did not arrive within BODY_TIMEOUT_S of its headers."""
+
+    title = "Request body too slow"
+
+
 class TooManyFiles(ServiceError):
     """More images in one request than MAX_FILES."""
 

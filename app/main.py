@@ -17,6 +17,8 @@ from uvicorn.logging import DefaultFormatter
 
 from app.api import health, metrics, model, predict, report, tfserving, v2
 from app.api import page as web_page
+from app.api.admission import ShedWhenFull
+from app.api.api_keys import ApiKeys
 from app.api.body_limit import RequestBodyLimit
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.problems import document_problems, register_problem_handlers
@@ -96,7 +98,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = None
     app.state.draining = False
     register_problem_handlers(app)
-    app.add_middleware(RequestBodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        RequestBodyLimit, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s
+    )
+    app.add_middleware(ShedWhenFull)
+    app.add_middleware(
+        ApiKeys, keys=settings.api_key_list(), metrics_require_key=settings.metrics_require_key
+    )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outside: it sees the 413s too
     app.add_middleware(OneLineStartupFailure)
     for router in (

@@ -12,6 +12,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     PlainSerializer,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -177,6 +178,34 @@ class Settings(BaseSettings):
         gt=0,
         description="After SHUTDOWN_DELAY_S, longest wait for admitted requests to finish before exiting.",
     )
+    header_timeout_s: float = Field(
+        5.0, gt=0, description="Longest a client may take to send a request's headers; then it is cut off."
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Longest a client may take to send a request body; then it gets 408."
+    )
+    keep_alive_timeout_s: int = Field(
+        5, ge=1, description="How long an idle keep-alive connection stays open between requests."
+    )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request head (request line and headers); larger gets 431."
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Most connections open at once; uvicorn answers requests beyond it with a plain 503.",
+    )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated API keys; requests must send one (Authorization: Bearer <key> or "
+        "X-API-Key). Several at once let keys be rotated. Unset (and no API_KEYS_FILE): no keys needed.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A file of API keys, one a line (a mounted Secret); adds to API_KEYS."
+    )
+    metrics_require_key: bool = Field(
+        False, description="Whether /metrics needs an API key too; health checks never do."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
     @field_validator("log_level", mode="before")
@@ -213,7 +242,16 @@ class Settings(BaseSettings):
                 f"BATCH_TIMEOUT_MS ({self.batch_timeout_ms:g}) must be below REQUEST_TIMEOUT_MS "
                 f"({self.request_timeout_ms:g})"
             )
+        if self.api_keys_file is not None and not self.api_keys_file.is_file():
+            raise ValueError(f"API_KEYS_FILE ({self.api_keys_file}) is not a readable file")
         return self
+
+    def api_key_list(self) -> list[str]:
+        """Every accepted API key, from API_KEYS and API_KEYS_FILE; empty when access is open."""
+        text = self.api_keys.get_secret_value().replace(",", "\n") if self.api_keys else ""
+        if self.api_keys_file is not None:
+            text += "\n" + self.api_keys_file.read_text()
+        return [key.strip() for key in text.splitlines() if key.strip()]
 
 
 def load_settings() -> Settings:

@@ -15,7 +15,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -95,11 +95,18 @@ class VersionCollector(Collector):
         failed = GaugeMetricFamily(
             "model_version_failed", "1 while the version's last load failed.", labels=["name", "version"]
         )
+        failures = CounterMetricFamily(
+            "inference_batch_failures",
+            "Model calls that raised, by version. A failed batch of several images is retried one image "
+            "at a time, so one bad image counts once for its batch and once alone.",
+            labels=["version"],
+        )
         info = InfoMetricFamily("model", "The model version served by default.")
         if models is not None:
             for version, classifier in models.available().items():
                 depth.add_metric([str(version)], classifier.batcher.depth)
                 capacity.add_metric([str(version)], classifier.batcher.max_queue_size)
+                failures.add_metric([str(version)], classifier.batcher.failures)
             for status in models.statuses():
                 for name in STATES:
                     state.add_metric([models.name, str(status.version), name], float(status.state == name))
@@ -109,7 +116,7 @@ class VersionCollector(Collector):
                 info.add_metric(
                     [], {"name": model.name, "version": str(model.version), "device": model.device}
                 )
-        yield from (depth, capacity, state, failed, info)
+        yield from (depth, capacity, state, failed, failures, info)
 
 
 class MetricsMiddleware:

@@ -22,6 +22,8 @@ TYPE_PREFIX = "urn:inception-v2-service:problem:"
 
 STATUS: dict[type[errors.ServiceError], int] = {
     errors.VersionNotFound: 404,
+    errors.Unauthorized: 401,
+    errors.BodyTimedOut: 408,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedImage: 415,
     errors.ImageTooLarge: 413,
@@ -111,14 +113,18 @@ def problem_type(error_class: type[errors.ServiceError]) -> str:
 async def service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.ServiceError)
     error_class = next(cls for cls in type(exc).__mro__ if cls in STATUS)
-    retry_after = getattr(exc, "retry_after_s", None)
+    headers = {}
+    if retry_after := getattr(exc, "retry_after_s", None):
+        headers["Retry-After"] = str(retry_after)
+    if challenge := getattr(exc, "challenge", None):
+        headers["WWW-Authenticate"] = challenge
     return error_response(
         request,
         status_of(exc, speaks_standard_protocol(request.url.path)),
         str(exc),
         title=exc.title,
         type_=problem_type(error_class),
-        headers={"Retry-After": str(retry_after)} if retry_after else None,
+        headers=headers or None,
         filename=getattr(exc, "filename", None),
     )
 
@@ -161,6 +167,8 @@ def register_problem_handlers(app: FastAPI) -> None:
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "description": description}
     for status, description in {
+        400: "A malformed multipart body",
+        408: "A body that took over BODY_TIMEOUT_S to arrive",
         404: "A version or version label that is not served (unknown, still loading, or failed to load)",
         413: "Body over MAX_UPLOAD_BYTES, an image over MAX_IMAGE_PIXELS, or more than MAX_FILES files",
         415: "A file that is not a JPEG, PNG, GIF, BMP or WebP image",

@@ -61,6 +61,8 @@ class Batcher:
         self._condition = threading.Condition()
         self._queue: deque[_Item] = deque()
         self._incoming = 0  # admitted images not queued yet: still being decoded
+        self.admissions = 0  # requests holding room, from `admit` to its exit
+        self.failures = 0  # model calls that raised (the metrics read it)
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
@@ -69,6 +71,10 @@ class Batcher:
     def depth(self) -> int:
         """Images admitted and not yet in a batch (being decoded, or queued)."""
         return len(self._queue) + self._incoming
+
+    def has_room(self, count: int) -> bool:
+        """Whether `count` more images would be admitted now (a hint: `admit` decides)."""
+        return not self._closing and self.depth + count <= self.max_queue_size
 
     @contextmanager
     def admit(self, count: int) -> Iterator["Admission"]:
@@ -81,11 +87,14 @@ class Batcher:
                     f"{self.depth} images are waiting for the model; MAX_QUEUE_SIZE is {self.max_queue_size}"
                 )
             self._incoming += count
+            self.admissions += 1
         admission = Admission(self, count, time.monotonic() + self.request_timeout_s)
         try:
             yield admission
         finally:
             self._release(admission.unqueued)
+            with self._condition:
+                self.admissions -= 1
 
     def close(self) -> None:
         """Finish the images already queued, then stop the inference thread."""
@@ -158,7 +167,11 @@ class Batcher:
         try:
             probabilities = self._predict(np.stack([item.pixels for item in batch]))
         except Exception:
+            self.failures += 1  # only this thread writes it
             if len(batch) > 1:  # find the image at fault; the others still get their answers
+                logger.warning(
+                    "The model failed on a batch of %d images; retrying them one by one", len(batch)
+                )
                 for item in batch:
                     self._infer([item])
                 return

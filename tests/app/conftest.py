@@ -2,6 +2,7 @@
 
 import io
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import MODEL_NAME
+from tests.conftest import IMAGE_SIZE, MODEL_NAME
+from tests.hostile_model import export_hostile_model
 
 if TYPE_CHECKING:
     from tests.app.servers import Server
@@ -50,6 +52,32 @@ def make_settings(model_repository: Path) -> Callable[..., Settings]:
         return Settings(**(defaults | overrides))
 
     return make
+
+
+@dataclass(frozen=True)
+class HostileRepository:
+    """A model repository serving `HOSTILE_MODEL` (tests/hostile_model.py), and its gate files."""
+
+    base: Path
+    gate: Path
+    entered: Path
+
+
+HOSTILE_MODEL = "hostile"
+
+
+@pytest.fixture(scope="session")
+def hostile_repository(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> HostileRepository:
+    base = tmp_path_factory.mktemp("hostile-models")
+    gate, entered = base / "gate", base / "entered"
+    metadata = model_repository / MODEL_NAME / "1" / "metadata.json"
+    export_hostile_model(base / HOSTILE_MODEL / "1", metadata, gate, entered, IMAGE_SIZE)
+    return HostileRepository(base, gate, entered)
+
+
+def solid_png(value: int, size: int = 40) -> bytes:
+    """A PNG of one grey level: `hostile_model.WHITE` and `GREY` trigger that model's misbehaviour."""
+    return encode(Image.new("RGB", (size, size), (value, value, value)))
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.app.conftest import ROOT
+
+BOUNDARY = "test-boundary"
 
 
 @dataclass
@@ -50,7 +54,7 @@ def start_server(model_repository: Path, log: Path, **settings: str) -> Server:
     return Server(process, port, log)
 
 
-def wait_until_ready(server: Server, timeout_s: float = 120) -> None:
+def wait_until_ready(server: Server, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert server.process.poll() is None, server.output()
@@ -67,3 +71,40 @@ def stop(server: Server) -> int:
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)
     return server.process.wait(timeout=60)
+
+
+def multipart(filename: str, data: bytes) -> bytes:
+    return (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+
+
+def read_until_closed(connection: socket.socket) -> str:
+    """Everything the server sends until it closes the connection."""
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received.decode()
+
+
+def metric(server: Server, name: str, **labels: str) -> float | None:
+    """One sample of the server's /metrics, or None if it has none with those labels."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)

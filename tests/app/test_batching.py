@@ -11,7 +11,9 @@ import pytest
 from app.errors import InferenceFailed, ModelNotReady, Overloaded, RequestTimedOut
 from app.runtime.batcher import Batcher
 from app.runtime.model import Model, load_model
+from tests.app.conftest import HOSTILE_MODEL
 from tests.conftest import IMAGE_SIZE, MODEL_NAME
+from tests.hostile_model import WHITE
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,8 @@ def model(model_repository) -> Model:
 class Recorder:
     """The model's predict, noting which images (by their constant pixel value) each batch held.
 
-    Clearing `open` holds the inference thread before its next batch, as a slow model would.
+    Clearing `open` holds the inference thread before its next batch, as a slow model would;
+    `entered` is set once the thread holds a batch.
     """
 
     def __init__(self, model: Model) -> None:
@@ -30,11 +33,31 @@ class Recorder:
         self.batches: list[list[int]] = []
         self.open = threading.Event()
         self.open.set()
+        self.entered = threading.Event()
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        self.open.wait(timeout=5)
+        self.entered.set()
+        self.open.wait(timeout=DEADLINE_S)
         self.batches.append([int(image[0, 0, 0]) for image in pixels])
         return self.model.predict(pixels)
+
+
+# Long enough for the busiest machine; a batcher that waited for a timeout of FOREVER_S misses it.
+DEADLINE_S = 30
+FOREVER_S = 3600
+
+
+def within_deadline(coroutine):
+    """Run `coroutine`, failing the test if it has not finished within DEADLINE_S."""
+    return asyncio.run(asyncio.wait_for(coroutine, DEADLINE_S))
+
+
+async def until(condition, what: str) -> None:
+    """Yield to the event loop until `condition()` holds; fail after DEADLINE_S."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        await asyncio.sleep(0.001)
 
 
 def image(value: int) -> np.ndarray:
@@ -73,12 +96,10 @@ async def predict_one(batcher: Batcher, pixels: np.ndarray) -> np.ndarray:
 
 
 def test_a_lone_image_runs_at_once_without_waiting_for_the_batch_timeout(make_batcher, recorder, model):
-    batcher = make_batcher(batch_timeout_s=5.0)
+    batcher = make_batcher(batch_timeout_s=FOREVER_S)
 
-    start = time.perf_counter()
-    probabilities = asyncio.run(predict_one(batcher, image(7)))
+    probabilities = within_deadline(predict_one(batcher, image(7)))
 
-    assert time.perf_counter() - start < 1.0
     assert recorder.batches == [[7]]
     np.testing.assert_allclose(probabilities, model.predict(image(7)[np.newaxis])[0], atol=1e-6)
 
@@ -90,7 +111,7 @@ def test_concurrent_requests_share_batches_in_arrival_order(make_batcher, record
     async def run() -> list[np.ndarray]:
         return await asyncio.gather(*(predict_one(batcher, image(v)) for v in values))
 
-    results = asyncio.run(run())
+    results = within_deadline(run())
 
     assert max(len(batch) for batch in recorder.batches) > 1
     assert all(len(batch) <= 8 for batch in recorder.batches)
@@ -108,42 +129,55 @@ def test_images_still_being_decoded_are_waited_for_up_to_the_batch_timeout(make_
             await admission.predict([image(1)])
             return time.perf_counter() - start
 
-    waited = asyncio.run(run())
+    waited = within_deadline(run())
 
-    assert 0.2 <= waited < 1.0
+    assert waited >= 0.2  # a lower bound: a busy machine only makes the wait longer
     assert recorder.batches == [[1]]
 
 
 def test_a_request_whose_images_all_arrive_is_not_kept_waiting(make_batcher, recorder):
-    batcher = make_batcher(batch_timeout_s=5.0)
+    batcher = make_batcher(batch_timeout_s=FOREVER_S)
 
     async def run() -> None:
         with batcher.admit(3) as admission:
             await admission.predict([image(1), image(2), image(3)])
 
-    start = time.perf_counter()
-    asyncio.run(run())
+    within_deadline(run())
 
-    assert time.perf_counter() - start < 1.0
     assert recorder.batches == [[1, 2, 3]]
 
 
-def test_one_bad_image_does_not_fail_the_others_in_its_batch(make_batcher, recorder):
-    batcher = make_batcher()
-    wrong_shape = np.full((IMAGE_SIZE + 1, IMAGE_SIZE, 3), 2, np.float32)
+def test_a_batch_the_model_fails_on_is_retried_image_by_image_and_counted(hostile_repository):
+    hostile = load_model(hostile_repository.base, HOSTILE_MODEL)
+    recorder = Recorder(hostile)
+    batcher = Batcher(
+        recorder,
+        max_batch_size=8,
+        batch_timeout_s=FOREVER_S,
+        max_queue_size=64,
+        request_timeout_s=FOREVER_S,
+    )
 
     async def run() -> list:
         with batcher.admit(1) as a, batcher.admit(1) as b, batcher.admit(1) as c:
             # All three are admitted before any arrives, so they form one batch.
             return await asyncio.gather(
-                a.predict([image(1)]), b.predict([wrong_shape]), c.predict([image(3)]), return_exceptions=True
+                a.predict([image(1)]),
+                b.predict([image(WHITE)]),
+                c.predict([image(3)]),
+                return_exceptions=True,
             )
 
-    first, second, third = asyncio.run(run())
+    try:
+        first, second, third = within_deadline(run())
+    finally:
+        batcher.close()
 
+    assert recorder.batches == [[1, WHITE, 3], [1], [WHITE], [3]]  # TensorFlow raised on the whole batch
+    assert batcher.failures == 2  # the batch of three, then the white image alone
     assert isinstance(second, InferenceFailed)
-    assert first[0].shape == third[0].shape == (3,)
-    assert recorder.batches == [[1], [2], [3]]  # the batch could not be formed; each image ran alone
+    np.testing.assert_allclose(first[0], hostile.predict(image(1)[np.newaxis])[0])
+    np.testing.assert_allclose(third[0], hostile.predict(image(3)[np.newaxis])[0])
 
 
 def test_a_full_queue_refuses_new_requests(make_batcher):
@@ -167,7 +201,7 @@ def test_an_image_that_waited_past_the_request_timeout_is_dropped(make_batcher, 
             await admission.predict([image(1)])
 
     with pytest.raises(RequestTimedOut, match="Waited over REQUEST_TIMEOUT_MS \\(50 ms\\)"):
-        asyncio.run(run())
+        within_deadline(run())
     assert recorder.batches == []  # the model never spent time on it
 
 
@@ -177,17 +211,18 @@ def test_images_of_a_cancelled_request_are_withdrawn(make_batcher, recorder):
 
     async def run() -> None:
         blocking = asyncio.ensure_future(predict_one(batcher, image(1)))
-        await asyncio.sleep(0.1)  # the inference thread now holds image 1
+        await asyncio.to_thread(recorder.entered.wait, DEADLINE_S)  # the inference thread holds image 1
         abandoned = asyncio.ensure_future(predict_one(batcher, image(2)))
-        await asyncio.sleep(0.05)
+        await until(lambda: batcher.depth == 1, "image 2 queued")
         abandoned.cancel()  # as when its client disconnects
-        await asyncio.sleep(0.05)
+        with pytest.raises(asyncio.CancelledError):
+            await abandoned
         assert batcher.depth == 0  # withdrawn, though the inference thread is still held
         recorder.open.set()
         await blocking
         await predict_one(batcher, image(3))
 
-    asyncio.run(run())
+    within_deadline(run())
 
     assert recorder.batches == [[1], [3]]
 
@@ -201,7 +236,7 @@ def test_close_finishes_queued_images_then_refuses_new_ones(make_batcher, record
         await asyncio.to_thread(batcher.close)
         return await task
 
-    assert asyncio.run(run()).shape == (3,)
+    assert within_deadline(run()).shape == (3,)
     assert recorder.batches == [[5]]
     with pytest.raises(ModelNotReady), batcher.admit(1):
         pass

@@ -44,7 +44,7 @@ def test_every_endpoint_is_documented_with_a_description_and_an_example(client):
 def test_predict_documents_its_upload_field_and_errors(client):
     operation = client.get("/openapi.json").json()["paths"]["/predict"]["post"]
 
-    assert set(operation["responses"]) == {"200", "404", "413", "415", "422", "503"}
+    assert set(operation["responses"]) == {"200", "400", "404", "408", "413", "415", "422", "503"}
     assert set(operation["responses"]["415"]["content"]) == {"application/problem+json"}
     assert [parameter["name"] for parameter in operation["parameters"]] == ["top_k", "version", "label"]
     assert "multipart/form-data" in operation["requestBody"]["content"]

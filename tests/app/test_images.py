@@ -1,6 +1,5 @@
 import io
 import struct
-import time
 import zlib
 
 import numpy as np
@@ -131,11 +130,9 @@ def test_a_truncated_image_is_invalid(fmt):
 def test_too_many_pixels_is_refused_from_the_header_alone():
     bomb = png_header_only(50_000, 50_000)  # 2.5 gigapixels: 7.5 GB decoded
 
-    start = time.perf_counter()
-    with pytest.raises(ImageTooLarge) as caught:
+    with pytest.raises(ImageTooLarge) as caught:  # a decode would have failed as truncated instead
         decode(bomb)
 
-    assert time.perf_counter() - start < 0.5
     assert caught.value.detail == "50000x50000 is 2500000000 pixels, over MAX_IMAGE_PIXELS (10000000)"
 
 

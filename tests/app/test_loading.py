@@ -14,6 +14,7 @@ from app.main import create_app
 from app.runtime.model import find_version, load_model
 from tests.app.conftest import ROOT
 from tests.conftest import MODEL_NAME
+from tests.devices import expected_device
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def test_the_highest_version_is_served_by_default(tmp_path):
 def test_a_loaded_model_knows_its_name_version_and_labels(repository):
     model = load(repository)
 
-    assert (model.name, model.version, model.device) == (MODEL_NAME, 1, "/CPU:0")
+    assert (model.name, model.version, model.device) == (MODEL_NAME, 1, expected_device())
     assert model.labels == ["circle", "square", "triangle"]
 
 

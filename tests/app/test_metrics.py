@@ -4,7 +4,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.app.conftest import files, png, samples
+from tests.app.conftest import HOSTILE_MODEL, files, png, problem, samples, solid_png
+from tests.devices import expected_device
+from tests.hostile_model import WHITE
 
 V1 = (("version", "1"),)
 
@@ -42,7 +44,8 @@ def test_requests_are_counted_and_timed_by_route_template_and_status(fresh):
 def test_the_model_and_queue_are_reported(fresh):
     metrics = samples(fresh)
 
-    assert metrics[("model_info", (("device", "/CPU:0"), ("name", "inception_v2"), ("version", "1")))] == 1
+    model = (("device", expected_device()), ("name", "inception_v2"), ("version", "1"))
+    assert metrics[("model_info", model)] == 1
     assert metrics[("inference_queue_depth", V1)] == 0
     assert metrics[("inference_queue_capacity", V1)] == 256
     for state in ("LOADING", "AVAILABLE", "UNLOADING", "END"):
@@ -74,3 +77,22 @@ def test_concurrent_requests_are_batched_together(fresh):
     assert statuses == [200] * 16
     assert images == 16
     assert calls < 16
+
+
+def test_a_batch_the_model_fails_on_is_counted_and_retried_image_by_image(make_settings, hostile_repository):
+    settings = make_settings(model_base_path=hostile_repository.base, model_name=HOSTILE_MODEL)
+    with TestClient(create_app(settings)) as client:
+        good = client.post("/predict", files=files(("a.png", png())))
+        bad = client.post("/predict", files=files(("a.png", png()), ("white.png", solid_png(WHITE))))
+        metrics = samples(client)
+
+    assert good.status_code == 200
+    problem(
+        bad,
+        500,
+        "urn:inception-v2-service:problem:inference-failed",
+        "Inference failed",
+        "The model failed on this image; see the server log",
+    )
+    assert metrics[("inference_batch_failures_total", V1)] == 2  # the pair, then the white image alone
+    assert batch_sizes(metrics) == (2, 2)  # the good request, and the good image of the pair alone

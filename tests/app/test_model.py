@@ -1,4 +1,5 @@
 from tests.conftest import IMAGE_SIZE, LABELS
+from tests.devices import expected_device
 
 
 def test_model_describes_the_served_model(client):
@@ -36,7 +37,7 @@ def test_model_lists_the_architecture_layer_by_layer(client):
 def test_model_reports_how_it_runs(client):
     runtime = client.get("/model").json()["runtime"]
 
-    assert runtime["device"] == "/CPU:0"
+    assert runtime["device"] == expected_device()
     assert runtime["load_seconds"] > 0
     assert runtime["warmup_seconds"] > 0
     assert runtime["warmup_batch_sizes"] == list(range(1, 9))

@@ -1,11 +1,9 @@
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from app.main import create_app
 from tests.app.conftest import encode, files, noise, png, problem
 from tests.conftest import LABELS
 
@@ -217,56 +215,3 @@ def test_a_bad_image_fails_only_its_own_request_among_concurrent_ones(client):
 
     assert [r.status_code for r in responses] == [200, 200, 200, 422, 200, 200, 200, 200]
     assert responses[3].json()["filename"] == "bad.png"
-
-
-def test_a_client_that_disconnects_has_its_images_withdrawn(make_settings):
-    """Driven at the ASGI level: a test client cannot hang up halfway."""
-    app = create_app(make_settings(batch_timeout_ms=1000))
-    body = (
-        b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
-        + png()
-        + b"\r\n--x--\r\n"
-    )
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/predict",
-        "raw_path": b"/predict",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"content-type", b"multipart/form-data; boundary=x"),
-            (b"content-length", b"%d" % len(body)),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    hang_up = asyncio.Event()
-    unsent = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        if unsent:
-            return unsent.pop()
-        await hang_up.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    async def scenario() -> int:
-        async with app.router.lifespan_context(app):
-            batcher = app.state.models.get().batcher
-            with batcher.admit(1):  # an image on its way: the batcher waits up to 1 s for it
-                request = asyncio.ensure_future(app(scope, receive, send))
-                while batcher.depth < 2:  # the request's image has joined the queue
-                    await asyncio.sleep(0.01)
-                hang_up.set()
-                await asyncio.wait_for(request, timeout=0.5)
-                return batcher.depth
-
-    assert asyncio.run(scenario()) == 1  # only the reservation is left
-    assert sent[0]["status"] == 499

@@ -9,40 +9,31 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
 
 from tests import image_corpus
-from tests.app.conftest import ROOT, png
-from tests.app.servers import Server, start_server, stop, wait_until_ready
-
-BOUNDARY = "test-boundary"
+from tests.app.conftest import HOSTILE_MODEL, ROOT, png, solid_png
+from tests.app.servers import (
+    BOUNDARY,
+    Server,
+    metric,
+    multipart,
+    read_until_closed,
+    start_server,
+    stop,
+    wait_for,
+    wait_until_ready,
+)
+from tests.hostile_model import GREY
 
 
 def healthcheck(port: int) -> int:
     env = {"PORT": str(port), "PATH": os.environ.get("PATH", "")}
     return subprocess.run([sys.executable, "-m", "app.healthcheck"], cwd=ROOT, env=env, timeout=10).returncode
-
-
-def multipart(filename: str, data: bytes) -> bytes:
-    return (
-        (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-            f"Content-Type: image/png\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
-
-
-def read_until_closed(connection: socket.socket) -> str:
-    """Everything the server sends until it closes the connection."""
-    received = b""
-    while chunk := connection.recv(65536):
-        received += chunk
-    return received.decode()
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +119,41 @@ def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(server):
     assert response.status_code == 413
     assert response.json()["detail"] == "The request body is over MAX_UPLOAD_BYTES (1000000 bytes)"
     assert sent < 16_000_000  # refused at 1 MB; the rest is what socket buffers took meanwhile
+
+
+def test_a_client_that_disconnects_has_its_queued_images_withdrawn(hostile_repository, tmp_path):
+    server = start_server(
+        hostile_repository.base, tmp_path / "server.log", MODEL_NAME=HOSTILE_MODEL, MAX_BATCH_SIZE="4"
+    )
+    try:
+        wait_until_ready(server)
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(
+                httpx.post, f"{server.url}/predict", files={"file": ("grey.png", solid_png(GREY))}, timeout=60
+            )
+            wait_for(hostile_repository.entered.exists, "the model holds the grey image")
+            body = multipart("queued.png", png(seed=3))
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as leaving:
+                leaving.sendall(
+                    b"POST /predict HTTP/1.1\r\nHost: test\r\n"
+                    + f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n".encode()
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                wait_for(
+                    lambda: metric(server, "inference_queue_depth", version="1") == 1, "the image queued"
+                )
+            # The socket is closed: the queue empties while the model still holds the grey image.
+            closed = {"route": "/predict", "method": "POST", "status": "499"}
+            wait_for(lambda: metric(server, "http_requests_total", **closed) == 1, "a 499 counted")
+            assert metric(server, "inference_queue_depth", version="1") == 0
+            hostile_repository.gate.touch()
+            assert held.result(timeout=60).status_code == 200
+        assert metric(server, "inference_batch_size_count", version="1") == 1  # the withdrawn image never ran
+    finally:
+        hostile_repository.gate.unlink(missing_ok=True)
+        hostile_repository.entered.unlink(missing_ok=True)
+        stop(server)
 
 
 def test_sigterm_turns_readiness_off_at_once_and_finishes_admitted_requests(model_repository, tmp_path):

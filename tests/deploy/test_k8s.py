@@ -96,3 +96,19 @@ def test_environment_holds_valid_service_settings(k8s):
     env = container(k8s)["env"]
     assert {item["name"].lower() for item in env} <= set(Settings.model_fields)
     Settings(**{item["name"].lower(): item["value"] for item in env if "value" in item})
+
+
+def test_the_pod_runs_hardened(k8s):
+    pod = k8s[f"Deployment/{NAME}"]["spec"]["template"]["spec"]
+    hardened = container(k8s)["securityContext"]
+
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert hardened == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    # The read-only root leaves /tmp (spooled uploads) writable through an emptyDir.
+    assert {"name": "tmp", "mountPath": "/tmp"} in container(k8s)["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}} in pod["volumes"]

@@ -1,0 +1,115 @@
+"""Limits on slow and idle connections that uvicorn's own settings leave open.
+
+uvicorn closes an idle keep-alive connection (`timeout_keep_alive`) and caps open connections
+(`limit_concurrency`), but with its httptools parser nothing bounds how long a client may take to
+send a request's headers, nor how large they may grow: a client sending one header byte at a
+time (slowloris) holds its connection for ever. `guarded_protocol` adds both bounds.
+"""
+
+import json
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+TOO_LARGE = {
+    "type": "about:blank",
+    "title": "Request Header Fields Too Large",
+    "status": 431,
+    "detail": "The request line and headers are over MAX_HEADER_BYTES ({limit} bytes)",
+}
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing a connection whose request head is too slow or too large.
+
+    The clock starts when the connection opens, or when the next request on it begins, and stops
+    once the headers are complete; the body has its own deadline (BODY_TIMEOUT_S, in the app).
+    """
+
+    header_timeout_s: float
+    max_header_bytes: int
+
+    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+        self._header_timer = None
+        self._head_too_large = False
+        super().connection_made(transport)
+        self._await_headers()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:  # a further request on a kept-alive connection
+            self._await_headers()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value))
+        super().on_header(name, value)
+
+    def send_400_response(self, msg: str) -> None:
+        if self._head_too_large:  # raised by a parser callback: uvicorn would answer 400
+            self._refuse_large_head()
+        else:
+            super().send_400_response(msg)
+
+    def on_headers_complete(self) -> None:
+        self._stop_header_timer()
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        awaiting_headers = self._header_timer is not None
+        super().data_received(data)
+        # A head arriving in pieces is counted by the byte: httptools buffers an unfinished header.
+        if awaiting_headers and self._header_timer is not None and not self.transport.is_closing():
+            self._received_head_bytes += len(data)
+            if self._received_head_bytes > self.max_header_bytes:
+                self._refuse_large_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def _count_head(self, size: int) -> None:
+        """Count a complete piece of the head; over the limit, stop the parser (it raises)."""
+        self._parsed_head_bytes += size
+        if self._parsed_head_bytes > self.max_header_bytes:
+            self._head_too_large = True
+            raise ValueError("request head over MAX_HEADER_BYTES")
+
+    def _await_headers(self) -> None:
+        self._received_head_bytes = self._parsed_head_bytes = 0
+        self._head_too_large = False
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._cut_off)
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _cut_off(self) -> None:
+        """Headers too slow: close without an answer, as nginx does (the client sent no request)."""
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.logger.info("Closed a connection whose request headers took over HEADER_TIMEOUT_S")
+            self.transport.close()
+
+    def _refuse_large_head(self) -> None:
+        self._stop_header_timer()
+        detail = TOO_LARGE["detail"].format(limit=self.max_header_bytes)
+        body = json.dumps({**TOO_LARGE, "detail": detail}, separators=(",", ":"))
+        head = (
+            "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/problem+json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body.encode())
+        self.transport.close()
+
+
+def guarded_protocol(header_timeout_s: float, max_header_bytes: int) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class for `uvicorn.Config(http=...)`, with these limits."""
+    return type(
+        "GuardedHttpTools",
+        (GuardedHttpToolsProtocol,),
+        {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes},
+    )
