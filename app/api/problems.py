@@ -181,7 +181,8 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 def document_problems(app: FastAPI) -> None:
     """Make the OpenAPI schema say what the handlers send: errors as `application/problem+json`.
 
-    FastAPI documents every response model as `application/json`.
+    FastAPI documents every response model as `application/json`, and the 422 of a route with
+    parameters as its own validation error, which the handler above replaces with a problem.
     """
     default_openapi = app.openapi
 
@@ -191,6 +192,8 @@ def document_problems(app: FastAPI) -> None:
             for operation in operations.values():
                 for status, response in operation.get("responses", {}).items():
                     content = response.get("content", {})
+                    if status == "422":
+                        content["application/json"] = {"schema": {"$ref": "#/components/schemas/Problem"}}
                     if status[0] in "45" and "application/json" in content:
                         content[PROBLEM_JSON] = content.pop("application/json")
         return schema
