@@ -55,6 +55,23 @@ def readyz(port: int) -> int | None:
         return None
 
 
+def requests_in_progress(port: int) -> float:
+    """The service's own count of requests being served, read from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("http_requests_in_progress "):
+                return float(line.split()[1])
+    raise AssertionError("/metrics has no http_requests_in_progress")
+
+
+def wait_until(condition, what: str, timeout_s: float = 30) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
+        time.sleep(0.05)
+
+
 def start_upload(port: int, image: bytes) -> tuple[socket.socket, bytes]:
     """Send a /predict request all but the end of its body; return the socket and what is left to send."""
     boundary = "deploy-test"
@@ -155,12 +172,11 @@ def test_health_checks_pass_only_while_the_service_is_ready(stages, compose, ser
         # A request admitted before SIGTERM is drained; the health checks fail from SIGTERM on, while
         # the listener stays open for SHUTDOWN_DELAY_S so that a load balancer sees /readyz say 503.
         upload, rest = start_upload(port, png())
-        time.sleep(0.5)
+        wait_until(lambda: requests_in_progress(port) >= 2, "the upload in progress")  # it and /metrics
         server.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        assert server.poll() is None, "the service exited with a request in flight"
         assert float(service_env["SHUTDOWN_DELAY_S"]) > 0
-        assert readyz(port) == 503
+        wait_until(lambda: readyz(port) == 503, "/readyz answering 503 after SIGTERM")
+        assert server.poll() is None, "the service exited with a request in flight"
         for name in checks:
             assert not healthy(name), f"{name} passes while the service is shutting down"
         assert finish_upload(upload, rest) == "HTTP/1.1 200 OK"

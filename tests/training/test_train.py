@@ -105,10 +105,13 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
         text=True,
         env=ENV,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     # The first checkpoint is written at the end of the first epoch.
-    while not (tmp_path / "checkpoint" / "state.json").exists() and time.monotonic() < deadline:
+    while not (tmp_path / "checkpoint" / "state.json").exists():
         assert process.poll() is None, process.communicate()
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"no checkpoint within 180 s:\n{process.communicate()[1]}")
         time.sleep(0.2)
     time.sleep(0.5)  # interrupt mid-run, possibly while a checkpoint is being written
     process.send_signal(signal.SIGINT)
