@@ -127,14 +127,10 @@ def versions_app(
 @pytest.fixture(scope="session")
 def live_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator["Server"]:
     """One `python -m app` on a free port of 127.0.0.1, for the protocols' tests through real clients."""
-    from tests.app.servers import start_server, stop, wait_until_ready
+    from tests.app.servers import running_server
 
-    server = start_server(model_repository, tmp_path_factory.mktemp("live") / "server.log")
-    try:
-        wait_until_ready(server)
+    with running_server(model_repository, tmp_path_factory.mktemp("live") / "server.log") as server:
         yield server
-    finally:
-        stop(server)
 
 
 def files(*uploads: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes]]]:

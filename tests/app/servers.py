@@ -6,7 +6,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,17 @@ def stop(server: Server) -> int:
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)
     return server.process.wait(timeout=60)
+
+
+@contextmanager
+def running_server(model_repository: Path, log: Path, **settings: str) -> Iterator[Server]:
+    """A started server, ready to answer; stopped on exit whatever happened."""
+    server = start_server(model_repository, log, **settings)
+    try:
+        wait_until_ready(server)
+        yield server
+    finally:
+        stop(server)
 
 
 def multipart(filename: str, data: bytes) -> bytes:

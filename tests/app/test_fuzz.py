@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.app.servers import Server, start_server, stop, wait_until_ready
+from tests.app.servers import Server, running_server
 
 MAX_EXAMPLES = 100
 PROBLEM_FIELDS = {"type", "title", "status", "detail"}
@@ -29,12 +29,8 @@ PROBLEM_FIELDS = {"type", "title", "status", "detail"}
 
 @pytest.fixture(scope="module")
 def fuzzed_server(model_repository, tmp_path_factory) -> Iterator[Server]:
-    server = start_server(model_repository, tmp_path_factory.mktemp("fuzz") / "server.log")
-    try:
-        wait_until_ready(server)
+    with running_server(model_repository, tmp_path_factory.mktemp("fuzz") / "server.log") as server:
         yield server
-    finally:
-        stop(server)
 
 
 @schemathesis.check

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from app.api.problems import service_error
 from app.errors import Overloaded
 from tests.app.conftest import encode, noise
-from tests.app.servers import Server, start_server, stop, wait_until_ready
+from tests.app.servers import Server, running_server
 from tests.browser import launch
 from tests.conftest import IMAGE_SIZE, LABELS, TRAINED_NAME
 from tests.training.test_report import PageLinks
@@ -29,12 +29,8 @@ TIMEOUT_MS = 60_000  # every wait on the page has this deadline
 def server(model_repository, tmp_path_factory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("page-server") / "server.log"
     limits = {"MAX_IMAGE_PIXELS": str(MAX_IMAGE_PIXELS), "MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES)}
-    server = start_server(model_repository, log, **limits)
-    try:
-        wait_until_ready(server)
+    with running_server(model_repository, log, **limits) as server:
         yield server
-    finally:
-        stop(server)
 
 
 @pytest.fixture(scope="module")
@@ -302,12 +298,9 @@ def test_text_meets_wcag_aa_contrast(page, images):
 def trained_server(trained_repository, tmp_path_factory) -> Iterator[Server]:
     """The service on a version trained by the training command, which wrote its training report."""
     models, _ = trained_repository
-    server = start_server(models, tmp_path_factory.mktemp("trained") / "server.log", MODEL_NAME=TRAINED_NAME)
-    try:
-        wait_until_ready(server)
+    log = tmp_path_factory.mktemp("trained") / "server.log"
+    with running_server(models, log, MODEL_NAME=TRAINED_NAME) as server:
         yield server
-    finally:
-        stop(server)
 
 
 def test_the_model_card_links_the_training_report_and_shows_its_plots(browser, trained_server):

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.app.conftest import ROOT, encode, noise
-from tests.app.servers import Server, free_port, start_server, stop, wait_until_ready
+from tests.app.servers import Server, free_port, running_server
 from tests.conftest import MODEL_NAME
 from tests.deploy.manifests import load_compose
 from tests.tools import require
@@ -119,12 +119,8 @@ def service(model_repository, tmp_path_factory) -> Iterator[Server]:
     shutil.copytree(model_repository / MODEL_NAME / "1", served / "1")
     shutil.copytree(served / "1", served / "2")
     (served / "2" / "saved_model.pb").write_bytes(b"not a SavedModel")
-    server = start_server(repository, repository / "server.log", MODEL_VERSION_POLICY="all")
-    try:
-        wait_until_ready(server)
+    with running_server(repository, repository / "server.log", MODEL_VERSION_POLICY="all") as server:
         yield server
-    finally:
-        stop(server)
 
 
 @pytest.fixture(scope="module")

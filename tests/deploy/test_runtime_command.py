@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.app.servers import wait_for
 from tests.deploy.manifests import (
     ROOT,
     command,
@@ -62,14 +63,6 @@ def requests_in_progress(port: int) -> float:
             if line.startswith("http_requests_in_progress "):
                 return float(line.split()[1])
     raise AssertionError("/metrics has no http_requests_in_progress")
-
-
-def wait_until(condition, what: str, timeout_s: float = 30) -> None:
-    """Poll `condition` until it holds; fail naming `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
-        time.sleep(0.05)
 
 
 def start_upload(port: int, image: bytes) -> tuple[socket.socket, bytes]:
@@ -172,10 +165,10 @@ def test_health_checks_pass_only_while_the_service_is_ready(stages, compose, ser
         # A request admitted before SIGTERM is drained; the health checks fail from SIGTERM on, while
         # the listener stays open for SHUTDOWN_DELAY_S so that a load balancer sees /readyz say 503.
         upload, rest = start_upload(port, png())
-        wait_until(lambda: requests_in_progress(port) >= 2, "the upload in progress")  # it and /metrics
+        wait_for(lambda: requests_in_progress(port) >= 2, "the upload in progress")  # it and /metrics
         server.send_signal(signal.SIGTERM)
         assert float(service_env["SHUTDOWN_DELAY_S"]) > 0
-        wait_until(lambda: readyz(port) == 503, "/readyz answering 503 after SIGTERM")
+        wait_for(lambda: readyz(port) == 503, "/readyz answering 503 after SIGTERM")
         assert server.poll() is None, "the service exited with a request in flight"
         for name in checks:
             assert not healthy(name), f"{name} passes while the service is shutting down"
