@@ -59,7 +59,8 @@ class RequestBodyLimit:
             if body_complete:  # only a disconnect can come now, whenever the client leaves
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), deadline - loop.time())
+                async with asyncio.timeout_at(deadline):  # a timer, not wait_for's task per chunk
+                    message = await receive()
             except TimeoutError:
                 return await refuse(
                     BodyTimedOut(f"The request body took over BODY_TIMEOUT_S ({self.timeout_s:g} s)")

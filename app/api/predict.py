@@ -70,30 +70,35 @@ async def unless_abandoned(request: Request, work: Coroutine[Any, Any, list[np.n
     """Run `work`, cancelling it if the client disconnects first: nobody would read the answer.
 
     A client that gave up (a timeout, a closed tab) would otherwise leave its images in the queue,
-    and everyone behind them would wait for answers nobody reads.
+    and everyone behind them would wait for answers nobody reads. `work` runs in this task and a
+    watcher cancels it on a disconnect: one task per request rather than two, on the busiest path.
     """
-    work_task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnect(request))
+    this_task = asyncio.current_task()
+    assert this_task is not None
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, this_task))
     try:
-        done, _ = await asyncio.wait({work_task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():  # the watcher cancelled us, not the server
+            this_task.uncancel()
+            raise RequestAbandoned("The client disconnected before its answer was ready") from None
+        raise
     finally:
-        work_task.cancel()  # no-op once finished
-        gone.cancel()
-    if work_task in done:
-        return work_task.result()
-    raise RequestAbandoned("The client disconnected before its answer was ready")
+        watcher.cancel()  # no-op once finished
 
 
-async def _disconnect(request: Request) -> None:
-    """Return when the client disconnects; the body has been read, so nothing else can arrive."""
+async def _cancel_on_disconnect(request: Request, task: asyncio.Task) -> None:
+    """Cancel `task` when the client disconnects; the body has been read, so nothing else can arrive."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
+    task.cancel()
 
 
 def top_predictions(probabilities: np.ndarray, labels: list[str], k: int) -> list[Prediction]:
     """The `k` highest probabilities, highest first; ties in class order."""
-    best = np.argsort(-probabilities, kind="stable")[:k]
-    return [Prediction(label=labels[i], index=int(i), score=float(probabilities[i])) for i in best]
+    scores = probabilities.tolist()  # Python floats: indexing a NumPy array per class costs more
+    best = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)[:k]  # stable: ties in order
+    return [Prediction(label=labels[i], index=i, score=scores[i]) for i in best]
 
 
 @router.post("/predict", summary="Classify images", responses=PROBLEM_RESPONSES)

@@ -75,14 +75,17 @@ class Classifier:
         """
         with self._admit(len(uploads)) as admission:
             loop = asyncio.get_running_loop()
-            decoded = await asyncio.gather(
+            if len(uploads) == 1:  # the common case, without gather's bookkeeping
+                decoded = [await loop.run_in_executor(self._decoders, self._prepare, uploads[0])]
+                return await admission.predict(decoded)
+            outcomes = await asyncio.gather(
                 *(loop.run_in_executor(self._decoders, self._prepare, upload) for upload in uploads),
                 return_exceptions=True,
             )
-            for outcome in decoded:
+            for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
-            return await admission.predict(decoded)
+            return await admission.predict(outcomes)
 
     async def classify_pixels(self, pixels: np.ndarray) -> list[np.ndarray]:
         """Probabilities for each image of `pixels`: float32 [images, height, width, 3], RGB in 0..255,
