@@ -1,14 +1,25 @@
-"""Limits on slow and idle connections that uvicorn's own settings leave open.
+"""uvicorn's HTTP protocol, with what uvicorn's own settings leave open.
 
 uvicorn closes an idle keep-alive connection (`timeout_keep_alive`) and caps open connections
 (`limit_concurrency`), but with its httptools parser nothing bounds how long a client may take to
 send a request's headers, nor how large they may grow: a client sending one header byte at a
 time (slowloris) holds its connection for ever. `guarded_protocol` adds both bounds.
+
+It also sheds load at the door: an inference request whose queue is full is answered 503 as soon
+as its headers are parsed, without starting the app. Under overload most requests are refused,
+and each refusal through the app's middleware stack cost the event loop as much as the requests
+being served were waiting for (docs/reliability.md).
 """
 
 import json
+from collections.abc import Callable
+from http import HTTPStatus
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from starlette.responses import Response
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+Door = Callable[[dict], Response | None]  # the app's refusal for a request scope, if any
 
 TOO_LARGE = {
     "type": "about:blank",
@@ -27,6 +38,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     header_timeout_s: float
     max_header_bytes: int
+    door: Door | None
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         self._header_timer = None
@@ -56,6 +68,36 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._stop_header_timer()
         super().on_headers_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app) -> None:  # type: ignore[no-untyped-def]
+        """Ask the door first; uvicorn starts the app here, once a request's headers are complete."""
+        if self.door is None:
+            super()._start_asgi_task(cycle, app)
+            return
+        response = self.door(cycle.scope)
+        if response is None:
+            super()._start_asgi_task(cycle, app)
+        else:
+            self._refuse(cycle, response)
+
+    def _refuse(self, cycle: RequestResponseCycle, response: Response) -> None:
+        """Write `response` and close, leaving the body unread, as the app's own 503 would."""
+        cycle.response_complete = True  # the parser now drops the body
+        status = response.status_code
+        head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
+        for name, value in [*self.server_state.default_headers, *response.raw_headers]:
+            head.append(name + b": " + value + b"\r\n")
+        self.transport.write(b"".join(head) + b"\r\n" + response.body)
+        self.transport.close()
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(cycle.scope),
+                cycle.scope["method"],
+                get_path_with_query_string(cycle.scope),
+                cycle.scope["http_version"],
+                status,
+            )
 
     def data_received(self, data: bytes) -> None:
         awaiting_headers = self._header_timer is not None
@@ -106,10 +148,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def guarded_protocol(header_timeout_s: float, max_header_bytes: int) -> type[GuardedHttpToolsProtocol]:
-    """The protocol class for `uvicorn.Config(http=...)`, with these limits."""
+def guarded_protocol(
+    header_timeout_s: float, max_header_bytes: int, door: Door | None = None
+) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class for `uvicorn.Config(http=...)`, with these limits and this door."""
     return type(
         "GuardedHttpTools",
         (GuardedHttpToolsProtocol,),
-        {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes},
+        {
+            "header_timeout_s": header_timeout_s,
+            "max_header_bytes": max_header_bytes,
+            "door": None if door is None else staticmethod(door),
+        },
     )

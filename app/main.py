@@ -17,8 +17,8 @@ from uvicorn.logging import DefaultFormatter
 
 from app.api import health, metrics, model, predict, report, tfserving, v2
 from app.api import page as web_page
-from app.api.admission import ShedWhenFull
-from app.api.api_keys import ApiKeys
+from app.api.admission import Door, ShedWhenFull
+from app.api.api_keys import ApiKeys, KeyRing
 from app.api.body_limit import RequestBodyLimit
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.problems import document_problems, register_problem_handlers
@@ -97,14 +97,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics(settings.max_batch_size)
     app.state.models = None
     app.state.draining = False
+    keys = KeyRing(settings.api_key_list(), settings.metrics_require_key)
+    # Shedding is decided at the door: by the HTTP protocol (app/connections.py) or the middleware.
+    app.state.door = Door(app.state, keys)
     register_problem_handlers(app)
     app.add_middleware(
         RequestBodyLimit, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s
     )
-    app.add_middleware(ShedWhenFull)
-    app.add_middleware(
-        ApiKeys, keys=settings.api_key_list(), metrics_require_key=settings.metrics_require_key
-    )
+    app.add_middleware(ShedWhenFull, door=app.state.door)
+    app.add_middleware(ApiKeys, keys=keys)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outside: it sees the 413s too
     app.add_middleware(OneLineStartupFailure)
     for router in (

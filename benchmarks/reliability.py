@@ -11,7 +11,10 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import statistics
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from PIL import Image
 from benchmarks.load import Server
 
 BOUNDARY = "reliability-boundary"
+SCRIPTS = Path(__file__).parent
 
 
 def small_png(seed: int) -> bytes:
@@ -30,8 +34,9 @@ def small_png(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def predict_request(images: int) -> bytes:
-    body = (
+def predict_body(images: int) -> bytes:
+    """A multipart body of `images` small PNGs, each a part named `file`."""
+    return (
         b"".join(
             f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n'
             f"Content-Type: image/png\r\n\r\n".encode()
@@ -41,6 +46,10 @@ def predict_request(images: int) -> bytes:
         )
         + f"--{BOUNDARY}--\r\n".encode()
     )
+
+
+def predict_request(images: int) -> bytes:
+    body = predict_body(images)
     head = (
         f"POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
@@ -173,6 +182,60 @@ async def overload(port: int, clients: int, images: int, seconds: float, honour_
     }
 
 
+def hammer(server: Server, clients: int, images: int, seconds: float) -> dict:
+    """`clients` closed-loop clients posting `images` PNGs each, never waiting: driven by wrk, which
+    times each answer itself (by_status.lua), so that 503s and 200s are told apart by a client
+    that costs little of the two cores. (The asyncio client above, against a server that answers
+    503 at once, itself needs hundreds of milliseconds to send and read a few hundred requests.)"""
+    with tempfile.TemporaryDirectory() as scratch:
+        body = Path(scratch) / "body.bin"
+        body.write_bytes(predict_body(images))
+        result = subprocess.run(
+            ["wrk", f"-t{clients}", f"-c{clients}", f"-d{round(seconds)}s", "--timeout", "60s"]
+            + ["-s", str(SCRIPTS / "by_status.lua"), f"http://127.0.0.1:{server.port}/predict"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={
+                **os.environ,
+                "BENCH_SCRIPT_DIR": str(SCRIPTS),
+                "BENCH_BODY": str(body),
+                "BENCH_HEADERS": f"Content-Type: multipart/form-data; boundary={BOUNDARY}",
+            },
+        )
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    figures, by_status = lines[0], lines[1]["by_status_us"]
+    seconds_run = figures["duration_us"] / 1e6
+    ms = {status: {q: v["p" + q] / 1000 for q in ("50", "90", "99")} for status, v in by_status.items()}
+    return {
+        "clients": clients,
+        "images_per_request": images,
+        "seconds": round(seconds_run, 1),
+        "statuses": {status: v["count"] for status, v in sorted(by_status.items())},
+        "shed_503_ms": {"p50": ms.get("503", {}).get("50"), "p90": ms.get("503", {}).get("90")},
+        "admitted_200_ms": {"p50": ms.get("200", {}).get("50"), "p99": ms.get("200", {}).get("99")},
+        "images_per_second": round(by_status.get("200", {}).get("count", 0) * images / seconds_run, 1),
+        "transport_errors": {k: v for k, v in figures["errors"].items() if k != "status" and v},
+    }
+
+
+async def client_floor(count: int, images: int) -> dict:
+    """The asyncio client's own cost: `count` requests at once against a server that answers 503
+    without reading them. The burst's figures above include this much of the client's time."""
+    answer = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0, backlog=4096)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        results = await asyncio.gather(*(exchange(port, predict_request(images)) for _ in range(count)))
+    return {"requests_at_once": count, **summary(results)}
+
+
 async def hold_slow_connections(port: int, count: int, stop: asyncio.Event) -> int:
     """Keep `count` connections open, half trickling headers and half idle; reopen any the server closes."""
     reopened = 0
@@ -239,9 +302,11 @@ def run(args: argparse.Namespace, cwd: str | None) -> dict:
     with server:
         return {
             "burst": asyncio.run(burst(server.port, args.burst, args.images)),
+            "burst_client_floor": asyncio.run(client_floor(args.burst, args.images)),
             "overload_hammering": asyncio.run(
                 overload(server.port, args.clients, args.images, args.seconds, honour_retry_after=False)
             ),
+            "overload_hammering_wrk": hammer(server, args.clients, args.images, args.seconds),
             "overload_retry_after": asyncio.run(
                 overload(server.port, args.clients, args.images, args.seconds, honour_retry_after=True)
             ),

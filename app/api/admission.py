@@ -9,15 +9,22 @@ known before its body.
 """
 
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from urllib.parse import parse_qs
 
+from starlette.datastructures import State
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.problems import service_error
+from app.api.api_keys import KeyRing
+from app.api.problems import service_error_response
 from app.errors import Overloaded, ServiceError
 from app.runtime.batcher import Batcher
+from app.runtime.server import ModelServer
 
 # The inference routes of the three APIs, and the route template each is counted under in /metrics.
 INFERENCE_ROUTES = [
@@ -47,9 +54,8 @@ def target(scope: Scope) -> tuple[str, int | None, str | None] | None:
     return None
 
 
-def target_batcher(scope: Scope, version: int | None, label: str | None) -> Batcher | None:
+def target_batcher(models: ModelServer | None, version: int | None, label: str | None) -> Batcher | None:
     """The queue the request would join, or None when the route itself must answer (no such version)."""
-    models = scope["app"].state.models
     if models is None:
         return None
     try:
@@ -58,35 +64,80 @@ def target_batcher(scope: Scope, version: int | None, label: str | None) -> Batc
         return None
 
 
-class ShedWhenFull:
-    """Answers 503 with Retry-After, unread, to an inference request its queue has no room for."""
+class Door:
+    """Which inference requests to shed, and the count of those let in, for the middleware and the
+    HTTP protocol alike (app/connections.py asks before uvicorn starts the app at all).
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    Made once per app (`app.state.door`); the models are looked up in `state` at each request.
+    """
+
+    def __init__(self, state: State, keys: KeyRing) -> None:
+        self.state = state
+        self.keys = keys
         self.in_flight: dict[Batcher, int] = {}  # requests past the door and not finished, per queue
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        wanted = target(scope) if scope["type"] == "http" else None
-        batcher = target_batcher(scope, *wanted[1:]) if wanted else None
+    def check(self, scope: Scope) -> tuple[str, Batcher, Overloaded | None] | None:
+        """For an inference request: its route template, its queue, and the error to shed it with
+        (None to let it in). None for every other request, and for one naming no available version."""
+        wanted = target(scope)
+        batcher = target_batcher(self.state.models, *wanted[1:]) if wanted else None
         if wanted is None or batcher is None:
-            await self.app(scope, receive, send)
-            return
+            return None
         not_yet_admitted = max(self.in_flight.get(batcher, 0) - batcher.admissions, 0)
-        if not batcher.has_room(not_yet_admitted + 1):
-            error = Overloaded(
-                f"{batcher.depth} images are waiting for the model and {not_yet_admitted} requests are "
-                f"being received; MAX_QUEUE_SIZE is {batcher.max_queue_size}"
-            )
-            # Not routed yet: name the route for the metrics, which would count it as unmatched.
-            scope["route"] = SimpleNamespace(path=wanted[0])
-            response = await service_error(Request(scope), error)
-            response.headers["connection"] = "close"  # the body stays unread
-            await response(scope, receive, send)
-            return
+        if batcher.has_room(not_yet_admitted + 1):
+            return wanted[0], batcher, None
+        error = Overloaded(
+            f"{batcher.depth} images are waiting for the model and {not_yet_admitted} requests are "
+            f"being received; MAX_QUEUE_SIZE is {batcher.max_queue_size}"
+        )
+        return wanted[0], batcher, error
+
+    def refusal(self, scope: Scope) -> Response | None:
+        """The 503 for a request to shed before any of the app runs, counted in the metrics as the
+        app would; None to leave the request to the app (keys are checked first, as the app does)."""
+        started = time.perf_counter()
+        decision = self.check(scope)
+        if decision is None or decision[2] is None or not self.keys.admits(scope):
+            return None
+        response = self.shed(scope, *decision)
+        self.state.metrics.observe_request(decision[0], scope["method"], 503, time.perf_counter() - started)
+        return response
+
+    def shed(self, scope: Scope, route: str, batcher: Batcher, error: Overloaded) -> Response:
+        """The 503 answering `error`, unread."""
+        # Not routed: name the route, which the metrics would otherwise count as unmatched.
+        scope["route"] = SimpleNamespace(path=route)
+        response = service_error_response(Request(scope), error)
+        response.headers["connection"] = "close"  # the body stays unread
+        return response
+
+    @contextmanager
+    def entered(self, batcher: Batcher) -> Iterator[None]:
         self.in_flight[batcher] = self.in_flight.get(batcher, 0) + 1
         try:
-            await self.app(scope, receive, send)
+            yield
         finally:
             self.in_flight[batcher] -= 1
             if not self.in_flight[batcher]:
                 del self.in_flight[batcher]  # an unloaded version's queue is not kept alive
+
+
+class ShedWhenFull:
+    """Answers 503 with Retry-After, unread, to an inference request its queue has no room for."""
+
+    def __init__(self, app: ASGIApp, door: Door) -> None:
+        self.app = app
+        self.door = door
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        decision = self.door.check(scope) if scope["type"] == "http" else None
+        if decision is None:
+            await self.app(scope, receive, send)
+            return
+        route, batcher, error = decision
+        if error is not None:
+            response = self.door.shed(scope, route, batcher, error)
+            await response(scope, receive, send)
+            return
+        with self.door.entered(batcher):
+            await self.app(scope, receive, send)

@@ -26,11 +26,10 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-class ApiKeys:
-    """Answers 401 (problem+json, `WWW-Authenticate: Bearer`) to a request without a valid key."""
+class KeyRing:
+    """The configured keys, and which requests need one: for the middleware and the HTTP protocol."""
 
-    def __init__(self, app: ASGIApp, keys: list[str], metrics_require_key: bool) -> None:
-        self.app = app
+    def __init__(self, keys: list[str], metrics_require_key: bool) -> None:
         self.keys = [key.encode() for key in keys]
         self.open_paths = OPEN_PATHS if metrics_require_key else OPEN_PATHS | {"/metrics"}
 
@@ -44,16 +43,27 @@ class ApiKeys:
             matched |= hmac.compare_digest(presented, known)
         return matched
 
+    def admits(self, scope: Scope) -> bool:
+        """True when the request needs no key or carries a valid one."""
+        if self.is_open(scope["path"]):
+            return True
+        key = presented_key(Request(scope))
+        return key is not None and self.accepts(key)
+
+
+class ApiKeys:
+    """Answers 401 (problem+json, `WWW-Authenticate: Bearer`) to a request without a valid key."""
+
+    def __init__(self, app: ASGIApp, keys: KeyRing) -> None:
+        self.app = app
+        self.keys = keys
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.is_open(scope["path"]):
+        if scope["type"] != "http" or self.keys.admits(scope):
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        key = presented_key(request)
-        if key is not None and self.accepts(key):
-            await self.app(scope, receive, send)
-            return
-        if key is None:
+        if presented_key(request) is None:
             error = Unauthorized(
                 "An API key is required: send Authorization: Bearer <key> or X-API-Key: <key>"
             )

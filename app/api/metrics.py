@@ -61,6 +61,12 @@ class Metrics:
         self.versions = VersionCollector()
         self.registry.register(self.versions)
 
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request (by route template, not raw path) and its duration."""
+        labels = (route, method, str(status))
+        self.requests.labels(*labels).inc()
+        self.request_seconds.labels(*labels).observe(seconds)
+
     def observe_batch(self, version: int, size: int, seconds: float) -> None:
         """Record one model call of `version` (called on its inference thread)."""
         self.batch_size.labels(str(version)).observe(size)
@@ -145,9 +151,9 @@ class MetricsMiddleware:
         finally:
             self.metrics.in_progress.dec()
             route = scope.get("route")  # set by the router on a match
-            labels = (route.path if route else "unmatched", scope["method"], str(status))
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - start)
+            self.metrics.observe_request(
+                route.path if route else "unmatched", scope["method"], status, time.perf_counter() - start
+            )
 
 
 @router.get(

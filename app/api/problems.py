@@ -112,6 +112,11 @@ def problem_type(error_class: type[errors.ServiceError]) -> str:
 
 async def service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.ServiceError)
+    return service_error_response(request, exc)
+
+
+def service_error_response(request: Request, exc: errors.ServiceError) -> JSONResponse:
+    """The answer to a service error, in the request's protocol's shape (also used outside handlers)."""
     error_class = next(cls for cls in type(exc).__mro__ if cls in STATUS)
     headers = {}
     if retry_after := getattr(exc, "retry_after_s", None):

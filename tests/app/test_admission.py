@@ -1,11 +1,15 @@
 """Shedding at the door (app/api/admission.py): a full queue refuses before the body is read."""
 
+import socket
+
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from app.api.admission import target
 from app.main import create_app
 from tests.app.conftest import files, png, problem
+from tests.app.servers import BOUNDARY, metric, multipart, running_server, wait_for
 
 OVERLOADED = "urn:inception-v2-service:problem:overloaded"
 
@@ -64,3 +68,48 @@ def test_the_standard_protocols_are_shed_in_their_own_error_shape(make_settings)
     assert response.headers["retry-after"] == "1"
     detail = "16 images are waiting for the model and 0 requests are being received; MAX_QUEUE_SIZE is 16"
     assert response.json() == {"error": detail}
+
+
+def test_a_real_server_sheds_at_the_http_protocol_with_keys_checked_first(model_repository, tmp_path):
+    """Through uvicorn, the door in the HTTP protocol (app/connections.py) answers as the app would."""
+    key = "admission-test-key"
+    body = multipart("a.png", png())
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: test\r\nX-API-Key: {key}\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
+    ).encode()
+    log = tmp_path / "server.log"
+    with running_server(
+        model_repository, log, MAX_QUEUE_SIZE="2", MAX_FILES="2", API_KEYS=key, BODY_TIMEOUT_S="60"
+    ) as server:
+        # Two uploads whose bodies have not arrived yet fill a queue of 2: each counts as one image.
+        waiting = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(2)]
+        for connection in waiting:
+            connection.sendall(head + body[:10])
+        # http_requests_in_progress counts the two uploads and the scrape itself.
+        wait_for(lambda: metric(server, "http_requests_in_progress") == 3, "two uploads in progress")
+
+        shed = httpx.post(f"{server.url}/predict", files=files(("b.png", png())), headers={"x-api-key": key})
+        unauthorised = httpx.post(f"{server.url}/predict", files=files(("b.png", png())))
+
+        for connection in waiting:
+            connection.sendall(body[10:])
+        answers = [read_response_status(connection) for connection in waiting]
+        for connection in waiting:
+            connection.close()
+        after = httpx.post(f"{server.url}/predict", files=files(("c.png", png())), headers={"x-api-key": key})
+        shed_count = metric(server, "http_requests_total", route="/predict", method="POST", status="503")
+
+    detail = "0 images are waiting for the model and 2 requests are being received; MAX_QUEUE_SIZE is 2"
+    problem(shed, 503, OVERLOADED, "Overloaded", detail)
+    assert shed.headers["retry-after"] == "1"
+    assert shed.headers["connection"] == "close"
+    assert unauthorised.status_code == 401  # a request without a key learns nothing of the load
+    assert answers == [200, 200]
+    assert after.status_code == 200
+    assert shed_count == 1
+    assert '"POST /predict HTTP/1.1" 503' in log.read_text()  # in the access log, as the app's own answers
+
+
+def read_response_status(connection: socket.socket) -> int:
+    return int(connection.recv(65536).split(b" ", 2)[1])
