@@ -10,10 +10,10 @@ open (header only) -> check the pixel count -> draft (JPEG, when given the model
 
 Drafting: a 12-megapixel JPEG bound for a 64x64 model need not be decoded at full size. libjpeg
 can decode in the DCT domain at 1/2, 1/4 or 1/8 scale (Pillow's `draft`), several times faster.
-The scale is the greatest reduction that keeps both stored sides at least the input size: s = the largest of
-8, 4, 2, 1 not above min(stored width // width, stored height // height); the result is
-ceil(stored / s) on each side. `training/preprocessing.py` decodes in the graph with the same rule
-(`decode_jpeg(ratio=s)`), so the SavedModel's `serving_default` sees the same pixels.
+The scale is the greatest reduction that keeps both stored sides at least the input size:
+s = the largest of 8, 4, 2, 1 not above min(stored width // width, stored height // height); the
+result is ceil(stored / s) on each side. `training/preprocessing.py` decodes in the graph with the
+same rule (`decode_jpeg(ratio=s)`), so the SavedModel's `serving_default` sees the same pixels.
 """
 
 import io
@@ -62,7 +62,7 @@ def decode(
     """Decode one image to uint8 RGB [height, width, 3], turned as its EXIF orientation says.
 
     With `size`, the (height, width) the pixels will be resized to, a JPEG is decoded at the
-    smallest DCT scale that keeps it at least that size once upright (see the module docstring);
+    greatest DCT reduction that keeps it at least that size once upright (see the module docstring);
     other formats decode at full size.
 
     GIF and animated WebP give their first frame. Grayscale, palette and CMYK become RGB; alpha is
@@ -93,7 +93,7 @@ def decode(
 
 
 def _draft(image: Image.Image, size: tuple[int, int]) -> None:
-    """Make libjpeg decode at the smallest 1/1, 1/2, 1/4 or 1/8 scale keeping `size` (height, width).
+    """Make libjpeg decode at the greatest reduction (1/1, 1/2, 1/4, 1/8) still covering `size` (h, w).
 
     Pillow's `draft` applies the rule in the module docstring to the stored orientation; a photo
     stored sideways is asked for the transposed size, so that it is at least `size` once upright.

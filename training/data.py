@@ -3,9 +3,9 @@
 The layout is `keras.utils.image_dataset_from_directory`'s (`DIR/<label>/<image>`). Images are
 decoded by `imaging.decode`, the decoder the service uses for uploads (so both see the same pixels
 for the same file, EXIF orientation included; large JPEGs at reduced DCT scale for the image size),
-then resized by the SavedModel's resize. We list and
-check the files ourselves, because one unreadable image makes `image_dataset_from_directory` fail
-mid-epoch; here it is skipped up front with a warning naming it.
+then resized by the SavedModel's resize. We list and check the files ourselves, because one
+unreadable image makes `image_dataset_from_directory` fail mid-epoch; here it is skipped up front
+with a warning naming it.
 """
 
 import logging

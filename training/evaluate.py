@@ -2,8 +2,8 @@
 
 The images go through the service's own path: `imaging.decode` (JPEGs at reduced DCT scale when
 the version's metadata says it was trained so), then the SavedModel's `resize_image` and
-`predict_pixels` signatures. The result is printed as a table and written
-into the version's folder as `evaluation.json`.
+`predict_pixels` signatures. The result is printed as a table and written into the version's
+folder as `evaluation.json`.
 """
 
 import datetime as dt

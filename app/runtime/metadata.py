@@ -14,9 +14,9 @@ class InputSpec(BaseModel):
     jpeg_scaling: Literal["full", "dct"] = Field(
         "full",
         description=(
-            "dct: a JPEG is decoded at the smallest DCT scale (1/1, 1/2, 1/4 or 1/8) that keeps it at "
-            "least height x width, as the model was trained; full: at full size, as versions exported "
-            "before DCT scaling were trained (their metadata.json has no jpeg_scaling)."
+            "dct: a JPEG is decoded at the greatest DCT reduction (1/1, 1/2, 1/4 or 1/8) that keeps it "
+            "at least height x width, as the model was trained; full: at full size, as versions "
+            "exported before DCT scaling were trained (their metadata.json has no jpeg_scaling)."
         ),
         examples=["dct"],
     )
