@@ -2,6 +2,10 @@
 
 Photo-like content (smooth gradients, edges and noise) so that JPEG's inverse DCT and chroma
 upsampling, where TensorFlow and Pillow could differ, are exercised at every pixel.
+
+Large JPEGs are decoded at reduced DCT scale for a model's input size; `scale-<s>-*.jpg` files are
+sized so that, for an input of INPUT_SIDE x INPUT_SIDE, they decode at 1/s (odd sizes, one just too
+small for 1/2, and one of 3 megapixels), and `exif-6-large.jpg` is `large-420.jpg` stored sideways.
 """
 
 import io
@@ -9,6 +13,7 @@ import io
 import numpy as np
 from PIL import Image
 
+INPUT_SIDE = 32  # the input size the `scale-<s>-*.jpg` files are made for (tests/conftest.py's)
 EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> the transpose that turns the stored pixels upright (Pillow's exif_transpose).
 UPRIGHT = {
@@ -52,9 +57,41 @@ def sixteen_bit_gray(image: Image.Image) -> Image.Image:
     return Image.fromarray(high | low)
 
 
+def scaled_jpegs() -> dict[str, bytes]:
+    """JPEGs that decode at 1/s for an INPUT_SIDE input: both sides at least s x INPUT_SIDE, one under 2s."""
+    side = INPUT_SIDE
+    return {
+        "scale-1-just-too-small.jpg": encode(photo(4 * side - 1, 2 * side - 1, seed=3), "JPEG", quality=90),
+        "scale-2-420.jpg": encode(photo(3 * side + 1, 2 * side + 7, seed=4), "JPEG", quality=90),
+        "scale-2-422.jpg": encode(
+            photo(2 * side + 5, 3 * side + 3, seed=5), "JPEG", quality=75, subsampling=1
+        ),
+        "scale-4-444.jpg": encode(
+            photo(5 * side + 1, 4 * side + 11, seed=6), "JPEG", quality=90, subsampling=0
+        ),
+        "scale-4-cmyk.jpg": encode(photo(4 * side + 3, 7 * side, seed=7).convert("CMYK"), "JPEG", quality=90),
+        "scale-8-progressive.jpg": encode(
+            photo(9 * side + 13, 8 * side + 7, seed=8), "JPEG", quality=85, progressive=True
+        ),
+        "scale-8-grayscale.jpg": encode(
+            photo(8 * side + 1, 11 * side, seed=9).convert("L"), "JPEG", quality=90
+        ),
+        # Upscaled: smoother, as photos are, and quick to make.
+        "scale-8-3mp.jpg": encode(
+            photo(667, 501, seed=10).resize((2001, 1501), Image.Resampling.BICUBIC), "JPEG", quality=85
+        ),
+    }
+
+
+def dct_scale(name: str) -> int:
+    """The DCT scale a `scale-<s>-*.jpg` file decodes at for an INPUT_SIDE input, from its name."""
+    return int(name.split("-")[1])
+
+
 def corpus() -> dict[str, bytes]:
     """Every case, by a name that says what it is: `name.ext`."""
     image = photo()
+    large = photo(641, 479, seed=2)
     palette = image.convert("P")
     transparent = image.convert("RGBA")
     transparent.putalpha(Image.fromarray(np.asarray(image)[..., 0]))
@@ -66,7 +103,8 @@ def corpus() -> dict[str, bytes]:
         "progressive.jpg": encode(image, "JPEG", quality=85, progressive=True),
         "cmyk.jpg": encode(image.convert("CMYK"), "JPEG", quality=90),
         "grayscale.jpg": encode(image.convert("L"), "JPEG", quality=90),
-        "large-420.jpg": encode(photo(641, 479, seed=2), "JPEG", quality=80),
+        "large-420.jpg": encode(large, "JPEG", quality=80),
+        **scaled_jpegs(),
         "rgb-8bit.png": encode(image, "PNG"),
         "gray-16bit.png": encode(sixteen_bit_gray(image), "PNG"),
         "gray.png": encode(image.convert("L"), "PNG"),
@@ -82,6 +120,7 @@ def corpus() -> dict[str, bytes]:
         "lossless.webp": encode(image, "WEBP", lossless=True),
         "alpha.webp": encode(transparent, "WEBP", quality=80),
         **{f"exif-{o}.jpg": encode(image, "JPEG", quality=90, exif=with_orientation(o)) for o in UPRIGHT},
+        "exif-6-large.jpg": encode(large, "JPEG", quality=80, exif=with_orientation(6)),
         "exif-6.png": encode(image, "PNG", exif=with_orientation(6)),
         "exif-8.webp": encode(image, "WEBP", quality=80, exif=with_orientation(8)),
     }
@@ -104,6 +143,8 @@ def orientation(name: str) -> int | None:
 
 def stored_as(name: str) -> str:
     """The corpus file with the same encoded pixels as EXIF-rotated `name`, but no orientation tag."""
+    if name == "exif-6-large.jpg":
+        return "large-420.jpg"
     return {".jpg": "baseline-420.jpg", ".png": "rgb-8bit.png", ".webp": "lossy.webp"}[
         name[name.rindex(".") :]
     ]

@@ -2,9 +2,10 @@
 
 The layout is `keras.utils.image_dataset_from_directory`'s (`DIR/<label>/<image>`). Images are
 decoded by `imaging.decode`, the decoder the service uses for uploads (so both see the same pixels
-for the same file, EXIF orientation included), then resized by the SavedModel's resize. We list and
-check the files ourselves, because one unreadable image makes `image_dataset_from_directory` fail
-mid-epoch; here it is skipped up front with a warning naming it.
+for the same file, EXIF orientation included; large JPEGs at reduced DCT scale for the image size),
+then resized by the SavedModel's resize. We list and check the files ourselves, because one
+unreadable image makes `image_dataset_from_directory` fail mid-epoch; here it is skipped up front
+with a warning naming it.
 """
 
 import logging
@@ -55,10 +56,11 @@ class ImageFolder:
         }
 
 
-def _is_readable(path: Path) -> bool:
-    """True when the shared decoder, the one training and serving use, can decode the file."""
+def _is_readable(path: Path, size: tuple[int, int] | None) -> bool:
+    """True when the shared decoder, the one training and serving use, can decode the file as
+    training will (for `size`: large JPEGs at reduced DCT scale, also much quicker to check)."""
     try:
-        decode(path)
+        decode(path, size=size)
     except (ImageError, OSError):
         return False
     return True
@@ -72,8 +74,9 @@ class LabelledFiles:
     skipped: list[str]
 
 
-def list_image_folder(data_dir: str | Path) -> LabelledFiles:
-    """The readable images of `data_dir/<label>/`, labelled by folder; a clear DataError when none."""
+def list_image_folder(data_dir: str | Path, size: tuple[int, int] | None) -> LabelledFiles:
+    """The images of `data_dir/<label>/` readable when decoded for `size`, labelled by folder; a clear
+    DataError when none."""
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"Data folder {root} does not exist or is not a folder.")
@@ -89,7 +92,7 @@ def list_image_folder(data_dir: str | Path) -> LabelledFiles:
         files = sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
         readable = []
         for path in files:
-            if _is_readable(path):
+            if _is_readable(path, size):
                 readable.append(str(path))
             else:
                 log.warning("Skipping unreadable image %s", path)
@@ -105,12 +108,15 @@ def list_image_folder(data_dir: str | Path) -> LabelledFiles:
     return LabelledFiles(class_names, paths, labels, skipped)
 
 
-def scan_image_folder(data_dir: str | Path, validation_split: float, seed: int) -> ImageFolder:
-    """List, check and split the images of `data_dir`, with a clear DataError when it can't be used."""
+def scan_image_folder(
+    data_dir: str | Path, validation_split: float, seed: int, image_size: tuple[int, int]
+) -> ImageFolder:
+    """List, check (decoding for `image_size`) and split the images of `data_dir`, with a clear
+    DataError when it can't be used."""
     if not 0 < validation_split < 1:
         raise DataError(f"--validation-split must be between 0 and 1. Received: {validation_split}")
     root = Path(data_dir)
-    found = list_image_folder(root)
+    found = list_image_folder(root, image_size)
     class_names, paths, labels, skipped = found.class_names, found.paths, found.labels, found.skipped
     if len(class_names) < 2:
         raise DataError(
@@ -162,7 +168,9 @@ def make_dataset(
     """
 
     def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image = tf.numpy_function(lambda p: decode(p.decode()), [path], tf.uint8, stateful=False)
+        image = tf.numpy_function(
+            lambda p: decode(p.decode(), size=image_size), [path], tf.uint8, stateful=False
+        )
         image.set_shape([None, None, 3])
         return resize(image, image_size), label
 

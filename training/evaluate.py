@@ -1,8 +1,9 @@
 """Evaluate an exported model version on a folder of labelled images, as the service would run it.
 
-The images go through the service's own path: `imaging.decode`, then the SavedModel's
-`resize_image` and `predict_pixels` signatures. The result is printed as a table and written
-into the version's folder as `evaluation.json`.
+The images go through the service's own path: `imaging.decode` (JPEGs at reduced DCT scale when
+the version's metadata says it was trained so), then the SavedModel's `resize_image` and
+`predict_pixels` signatures. The result is printed as a table and written into the version's
+folder as `evaluation.json`.
 """
 
 import datetime as dt
@@ -18,6 +19,7 @@ from imaging.decode import decode
 from training.data import DataError, list_image_folder
 from training.export import METADATA_FILE, existing_versions
 from training.metrics import confusion_matrix, format_table, summarize
+from training.preprocessing import JPEG_SCALING
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -37,13 +39,24 @@ def version_folder(model_base_path: str | Path, model_name: str, version: int | 
     return model_dir / str(version)
 
 
-def predict_files(saved_model: Any, paths: list[str], batch_size: int) -> np.ndarray:
-    """Probabilities [files, classes] through the SavedModel's resize and prediction signatures."""
+def decode_size(metadata: dict[str, Any]) -> tuple[int, int] | None:
+    """The size to decode JPEGs for, as the version was trained; None (full size) for older versions."""
+    spec = metadata["input"]
+    return (spec["height"], spec["width"]) if spec.get("jpeg_scaling") == JPEG_SCALING else None
+
+
+def predict_files(
+    saved_model: Any, paths: list[str], batch_size: int, size: tuple[int, int] | None
+) -> np.ndarray:
+    """Probabilities [files, classes] through the SavedModel's resize and prediction signatures,
+    JPEGs decoded for `size` (see `decode_size`)."""
     resize = saved_model.signatures["resize_image"]
     predict = saved_model.signatures["predict_pixels"]
     batches = []
     for start in range(0, len(paths), batch_size):
-        pixels = [resize(image=decode(path))["pixels"] for path in paths[start : start + batch_size]]
+        pixels = [
+            resize(image=decode(path, size=size))["pixels"] for path in paths[start : start + batch_size]
+        ]
         batches.append(predict(pixels=tf.stack(pixels))["probabilities"].numpy())
     return np.concatenate(batches)
 
@@ -57,8 +70,10 @@ def evaluate(
 ) -> tuple[Path, dict[str, Any]]:
     """Evaluate a model version on `data_dir/<label>/<image>`; return its folder and the summary."""
     folder = version_folder(model_base_path, model_name, version)
-    labels: list[str] = json.loads((folder / METADATA_FILE).read_text())["labels"]
-    files = list_image_folder(data_dir)
+    metadata = json.loads((folder / METADATA_FILE).read_text())
+    labels: list[str] = metadata["labels"]
+    size = decode_size(metadata)
+    files = list_image_folder(data_dir, size)
     unknown = [name for name in files.class_names if name not in labels]
     if unknown:
         raise DataError(
@@ -66,7 +81,7 @@ def evaluate(
             f"{model_name} version {folder.name} knows: {', '.join(labels)}."
         )
     actual = np.array([labels.index(files.class_names[i]) for i in files.labels])
-    probabilities = predict_files(tf.saved_model.load(str(folder)), files.paths, batch_size)
+    probabilities = predict_files(tf.saved_model.load(str(folder)), files.paths, batch_size, size)
     return folder, {
         "model": {"name": model_name, "version": int(folder.name)},
         "data_dir": str(Path(data_dir).resolve()),

@@ -8,8 +8,9 @@ so a crash mid-export leaves no folder a server would take for a version.
 Signatures (the one path from image to probabilities, shared with training):
 - `serving_default`: `image_bytes` (string [batch]: encoded JPEG, PNG, GIF, BMP or WebP) ->
   `probabilities` (float32 [batch, classes]). What a TF Serving client sends. Decodes in the graph
-  to the pixels `imaging.decode` gives training and the service, except that EXIF orientation is
-  not applied (see training/preprocessing.py).
+  to the pixels `imaging.decode` gives training and the service (large JPEGs at reduced DCT scale,
+  recorded as `input.jpeg_scaling` in metadata.json), except that EXIF orientation is not applied
+  (see training/preprocessing.py).
 - `predict_pixels`: `pixels` (float32 [batch, height, width, 3], RGB in [0, 255], already at the
   model's input size) -> `probabilities`.
 - `resize_image`: `image` (uint8 [any height, any width, 3]) -> `pixels` (float32 [height, width, 3]),
@@ -30,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.preprocessing import RESIZE_METHOD, decode_and_resize, resize
+from training.preprocessing import JPEG_SCALING, RESIZE_METHOD, decode_and_resize, resize
 from training.report import TrainingReport
 
 METADATA_FILE = "metadata.json"
@@ -165,6 +166,7 @@ def export_model(
                 "channels": 3,
                 "range": [0, 255],
                 "resize": RESIZE_METHOD,
+                "jpeg_scaling": JPEG_SCALING,
             },
             "architecture": describe_architecture(model, architecture or model.name),
             "signatures": _signature_specs(module),

@@ -4,11 +4,17 @@ Training and the service decode with `imaging.decode` (Pillow); this graph decod
 the same pixels (tests/app/test_parity.py checks it):
 - JPEG with the accurate integer inverse DCT (libjpeg's ISLOW, Pillow's default), not TensorFlow's
   default fast one, which is off by up to 5 levels; CMYK and grayscale JPEGs agree as they are.
+- JPEG at reduced DCT scale (`JPEG_SCALING`): at 1/2, 1/4 or 1/8 of its size when that still
+  covers the model's input size, by the rule `imaging.decode` applies with Pillow's `draft`,
+  computed here from the header (`extract_jpeg_shape`) and given to `decode_jpeg` as its `ratio`.
 - PNG (8 and 16 bit, palette, alpha), GIF (first frame), BMP (24 and 32 bit) and still WebP agree.
 What a graph cannot do the same way is refused with a clear error rather than decoded differently:
 BMPs with a palette (TensorFlow reads their colour indices as gray levels, or fails) and animated
 WebP (TensorFlow 2.21's WebP decoder corrupts memory on them: they must never reach it).
-EXIF orientation is not applied: `serving_default` sees an EXIF-rotated photo as stored.
+EXIF orientation is not applied: `serving_default` sees an EXIF-rotated photo as stored, and picks
+the JPEG scale for the stored orientation, as `imaging.decode` does for the same file untagged
+(for a non-square input size, an EXIF-rotated photo may then be decoded at another scale than the
+service decodes it; for a square one the scale is the same).
 
 `resize` is the one resize, shared by the training data and the `resize_image` signature the
 service calls. Scaling to the network's range is a layer of the network itself (see inception_v2.py).
@@ -17,6 +23,10 @@ service calls. Scaling to the network's range is a layer of the network itself (
 import tensorflow as tf
 
 RESIZE_METHOD = "bilinear"
+# metadata.json's `input.jpeg_scaling`: "dct" = JPEGs decoded at the reduced DCT scale above, in
+# training and serving alike; versions exported before it have none and are decoded at full size.
+JPEG_SCALING = "dct"
+JPEG_RATIOS = (1, 2, 4, 8)
 BMP_BITS_PER_PIXEL = (24, 32)
 
 
@@ -42,8 +52,28 @@ def _is_animated_webp(header: tf.Tensor) -> tf.Tensor:
     )
 
 
-def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
-    """Decode one encoded image to uint8 RGB [height, width, 3], as `imaging.decode` does."""
+def _jpeg_ratio_index(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """Index into JPEG_RATIOS of the largest ratio keeping both stored sides at least `image_size`."""
+    shape = tf.io.extract_jpeg_shape(image_bytes)
+    scale = tf.minimum(shape[0] // image_size[0], shape[1] // image_size[1])
+    return tf.reduce_sum(tf.cast(scale >= JPEG_RATIOS[1:], tf.int32))
+
+
+def _decode_jpeg(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """A JPEG decoded as `imaging.decode` does with `size`; `ratio` is an attribute: one branch each."""
+    return tf.switch_case(
+        _jpeg_ratio_index(image_bytes, image_size),
+        [
+            lambda ratio=ratio: tf.io.decode_jpeg(
+                image_bytes, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE"
+            )
+            for ratio in JPEG_RATIOS
+        ],
+    )
+
+
+def decode_image(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """Decode one encoded image to uint8 RGB [height, width, 3], as `imaging.decode` does with `size`."""
     header = _header(image_bytes, 30)
     is_bmp = tf.equal(tf.strings.substr(header, 0, 2), b"BM")
     bits_per_pixel = tf.cast(tf.io.decode_raw(tf.strings.substr(header, 28, 2), tf.uint16)[0], tf.int32)
@@ -62,10 +92,7 @@ def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
     with tf.control_dependencies(checks):
         image = tf.case(
             [
-                (
-                    tf.io.is_jpeg(image_bytes),
-                    lambda: tf.io.decode_jpeg(image_bytes, channels=3, dct_method="INTEGER_ACCURATE"),
-                ),
+                (tf.io.is_jpeg(image_bytes), lambda: _decode_jpeg(image_bytes, image_size)),
                 # TensorFlow decodes WebP only to its own channel count (3, or 4 with alpha).
                 (_is_webp(header), lambda: tf.io.decode_webp(image_bytes)[0, :, :, :3]),
             ],
@@ -82,4 +109,4 @@ def resize(image: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
 
 
 def decode_and_resize(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
-    return resize(decode_image(image_bytes), image_size)
+    return resize(decode_image(image_bytes, image_size), image_size)

@@ -96,14 +96,19 @@ def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.nd
 
 
 def worst_classified(
-    split: Split, probabilities: np.ndarray, class_names: list[str], count: int = 12
+    split: Split,
+    probabilities: np.ndarray,
+    class_names: list[str],
+    image_size: tuple[int, int],
+    count: int = 12,
 ) -> list[Misclassified]:
-    """The `count` validation images with the lowest probability for their true class."""
+    """The `count` validation images with the lowest probability for their true class, decoded as the
+    model saw them (at `image_size`'s JPEG scale)."""
     true_probability = probabilities[np.arange(len(split)), split.labels]
     return [
         Misclassified(
             path=split.paths[i],
-            pixels=decode(split.paths[i]),
+            pixels=decode(split.paths[i], size=image_size),
             label=class_names[split.labels[i]],
             predicted=class_names[int(np.argmax(probabilities[i]))],
             true_probability=float(true_probability[i]),
@@ -116,8 +121,8 @@ def train(config: TrainConfig) -> Path:
     """Train, report validation accuracy overall and per class, and export; return the version folder."""
     config.validate()
     keras.utils.set_random_seed(config.seed)
-    folder: ImageFolder = scan_image_folder(config.data_dir, config.validation_split, config.seed)
     image_size = (config.image_size, config.image_size)
+    folder: ImageFolder = scan_image_folder(config.data_dir, config.validation_split, config.seed, image_size)
     train_ds = make_dataset(
         folder.train, image_size, config.batch_size, shuffle=True, seed=config.seed, augment=config.augment
     )
@@ -207,14 +212,18 @@ def train(config: TrainConfig) -> Path:
         name=config.model_name,
         architecture=config.arch,
         training=training_summary,
-        report=training_report(training_summary, folder, confusion, probabilities),
+        report=training_report(training_summary, folder, confusion, probabilities, image_size),
     )
     print(f"Exported {version_dir}")
     return version_dir
 
 
 def training_report(
-    summary: dict[str, Any], folder: ImageFolder, confusion: np.ndarray, probabilities: np.ndarray
+    summary: dict[str, Any],
+    folder: ImageFolder,
+    confusion: np.ndarray,
+    probabilities: np.ndarray,
+    image_size: tuple[int, int],
 ) -> TrainingReport | None:
     """The report the exporter writes beside the model, or None (with a warning) without matplotlib."""
     try:
@@ -227,7 +236,7 @@ def training_report(
         history=summary["metrics"]["history"],
         class_names=folder.class_names,
         confusion=confusion,
-        worst=worst_classified(folder.validation, probabilities, folder.class_names),
+        worst=worst_classified(folder.validation, probabilities, folder.class_names, image_size),
         params=summary["params"],
         data={key: value for key, value in data.items() if key != "skipped_files"}
         | {"skipped_files": len(data["skipped_files"])},

@@ -116,9 +116,11 @@ class Classifier:
             yield admission
 
     def _prepare(self, upload: Upload) -> np.ndarray:
-        """Decode and resize one upload (on a decoder thread): the model's input pixels."""
+        """Decode and resize one upload (on a decoder thread): the model's input pixels, decoded as the
+        version's training decoded them (JPEGs at reduced DCT scale or at full size)."""
         filename, file = upload
-        return self.model.resize(decode_image(file, filename, self.settings.max_image_pixels))
+        size = self.model.metadata.input.decode_size
+        return self.model.resize(decode_image(file, filename, self.settings.max_image_pixels, size))
 
     def close(self) -> None:
         """Finish the queued images, then stop the inference thread (the decoders are shared)."""

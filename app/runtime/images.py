@@ -14,12 +14,17 @@ ERRORS: dict[type[ImageError], type[InvalidImage]] = {
 }
 
 
-def decode_image(source: BinaryIO, filename: str, max_pixels: int) -> np.ndarray:
+def decode_image(
+    source: BinaryIO, filename: str, max_pixels: int, size: tuple[int, int] | None = None
+) -> np.ndarray:
     """Upright uint8 RGB [height, width, 3], the pixels training sees for the same file.
+
+    `size`: the model's input size when it was trained on JPEGs decoded at reduced DCT scale
+    (`InputSpec.decode_size`), None for full-size decoding.
 
     Raises `UnsupportedImage`, `ImageTooLarge` (from the header, before decoding) or `InvalidImage`.
     """
     try:
-        return decode(source, max_pixels)
+        return decode(source, max_pixels, size)
     except ImageError as error:
         raise ERRORS[type(error)](filename, error.detail) from None

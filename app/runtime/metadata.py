@@ -1,16 +1,30 @@
 """The `metadata.json` that the exporter writes beside each SavedModel version."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class InputSpec(BaseModel):
-    """The size the model's own resize produces."""
+    """The size the model's own resize produces, and how JPEGs are decoded before it."""
 
     height: int = Field(ge=1, examples=[128])
     width: int = Field(ge=1, examples=[128])
+    jpeg_scaling: Literal["full", "dct"] = Field(
+        "full",
+        description=(
+            "dct: a JPEG is decoded at the greatest DCT reduction (1/1, 1/2, 1/4 or 1/8) that keeps it "
+            "at least height x width, as the model was trained; full: at full size, as versions "
+            "exported before DCT scaling were trained (their metadata.json has no jpeg_scaling)."
+        ),
+        examples=["dct"],
+    )
+
+    @property
+    def decode_size(self) -> tuple[int, int] | None:
+        """The size to give `imaging.decode` so it decodes as training did (None: full size)."""
+        return (self.height, self.width) if self.jpeg_scaling == "dct" else None
 
 
 class LayerSummary(BaseModel):

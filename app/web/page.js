@@ -297,6 +297,7 @@ async function renderCard(info) {
       ["Version", String(info.version)],
       ["Created", info.created_at ? new Date(info.created_at).toUTCString() : null],
       ["Input size", info.input ? `${info.input.height} × ${info.input.width} pixels` : null],
+      ["JPEG decoding", { dct: "reduced DCT scale", full: "full size" }[info.input?.jpeg_scaling] ?? null],
       ["Device", info.runtime?.device],
     ]),
     el("section", {}, el("h3", {}, `Labels (${info.labels.length})`), labels),

@@ -213,6 +213,7 @@ def test_the_model_card_shows_the_models_metadata(server, page):
     assert facts["Name"] == "inception_v2"
     assert facts["Version"] == "1"
     assert facts["Input size"] == f"{IMAGE_SIZE} × {IMAGE_SIZE} pixels"
+    assert facts["JPEG decoding"] == "reduced DCT scale"
     assert facts["Network"] == "inception_v2_seed"
     assert facts["Parameters"].startswith(f"{info['architecture']['total_params']:,} (")
     assert card.locator(".labels li").all_inner_texts() == LABELS

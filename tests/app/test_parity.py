@@ -5,22 +5,38 @@ The three paths, each as it really runs:
 - /predict: the service's upload decoding and its model's `resize_image`, and the real app's answer;
 - `serving_default`: the in-graph decoder it is traced from, and the SavedModel's own answer.
 Where the graph cannot do what the others do, the test pins exactly what it does instead.
+Large JPEGs (`scale-<s>-*.jpg`) are decoded at reduced DCT scale on all three paths alike; a version
+exported before that (no `input.jpeg_scaling`) is still decoded at full size.
 """
 
 import io
-from collections.abc import Callable
+import json
+import math
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from fastapi.testclient import TestClient
 from PIL import Image
+from PIL.JpegImagePlugin import get_sampling
 
-from app.runtime.images import decode_image as service_decode
+from app.main import create_app
 from imaging.decode import decode
 from tests.app.conftest import files
-from tests.conftest import IMAGE_SIZE, LABELS
-from tests.image_corpus import UPRIGHT, corpus, orientation, refused_in_graph, stored_as
+from tests.conftest import IMAGE_SIZE, LABELS, MODEL_NAME
+from tests.image_corpus import (
+    INPUT_SIDE,
+    UPRIGHT,
+    corpus,
+    dct_scale,
+    orientation,
+    refused_in_graph,
+    scaled_jpegs,
+    stored_as,
+)
 from training.data import Split, make_dataset
 from training.preprocessing import decode_image as graph_decode
 from training.preprocessing import resize
@@ -28,10 +44,14 @@ from training.preprocessing import resize
 CORPUS = corpus()
 REFUSED = refused_in_graph()
 SIZE = (IMAGE_SIZE, IMAGE_SIZE)
+SCALED = list(scaled_jpegs())
+assert INPUT_SIDE == IMAGE_SIZE, "the scale-<s> files are sized for the test model's input"
 
-graph_decode_fn = tf.function(graph_decode, input_signature=[tf.TensorSpec([], tf.string)])
+graph_decode_fn = tf.function(
+    lambda data: graph_decode(data, SIZE), input_signature=[tf.TensorSpec([], tf.string)]
+)
 graph_pixels_fn = tf.function(
-    lambda data: resize(graph_decode(data), SIZE), input_signature=[tf.TensorSpec([], tf.string)]
+    lambda data: resize(graph_decode(data, SIZE), SIZE), input_signature=[tf.TensorSpec([], tf.string)]
 )
 
 
@@ -52,9 +72,8 @@ def training_pixels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.nd
 
 
 def service_pixels(client: TestClient, name: str, data: bytes) -> np.ndarray:
-    """Model input for an upload, as /predict makes it: the service's decoder, the model's resize."""
-    model = client.app.state.models.get().model
-    return model.resize(service_decode(io.BytesIO(data), name, max_pixels=10_000_000))
+    """Model input for an upload, as /predict makes it: the served version's own decode and resize."""
+    return client.app.state.models.get()._prepare((name, io.BytesIO(data)))
 
 
 def predict(client: TestClient, name: str, data: bytes) -> np.ndarray:
@@ -79,8 +98,26 @@ def test_training_and_the_service_see_the_same_pixels(name, client, training_pix
 def test_the_graph_decodes_to_the_same_pixels(name, client, training_pixels):
     data = CORPUS[name]
 
-    assert max_difference(graph_decode_fn(data).numpy(), decode(data)) == 0
+    assert max_difference(graph_decode_fn(data).numpy(), decode(data, size=SIZE)) == 0
     assert max_difference(graph_pixels_fn(data).numpy(), training_pixels[name]) == 0
+
+
+@pytest.mark.parametrize("name", SCALED)
+def test_large_jpegs_decode_at_the_dct_scale_their_names_say(name, training_pixels):
+    data, scale = CORPUS[name], dct_scale(name)
+    height, width, _ = decode(data).shape
+
+    assert decode(data, size=SIZE).shape == (math.ceil(height / scale), math.ceil(width / scale), 3)
+    full_size_pixels = resize(decode(data), SIZE).numpy()
+    assert (max_difference(training_pixels[name], full_size_pixels) > 0) == (scale > 1)
+
+
+@pytest.mark.parametrize("name", SCALED)
+def test_the_graph_picks_the_scale_as_the_shared_decoder_for_any_input_size(name):
+    """Non-square sizes, both ways round: the rule takes each side against its own target."""
+    data = CORPUS[name]
+    for size in [(INPUT_SIDE, 2 * INPUT_SIDE), (2 * INPUT_SIDE, INPUT_SIDE)]:
+        assert max_difference(graph_decode(tf.constant(data), size).numpy(), decode(data, size=size)) == 0
 
 
 @pytest.mark.parametrize("name", [name for name in CORPUS if orientation(name) is None])
@@ -95,8 +132,8 @@ def test_exif_orientation_is_applied_except_in_the_graph(name, client, serving_d
     stored = graph_decode_fn(data).numpy()
 
     upright = np.asarray(Image.fromarray(stored).transpose(UPRIGHT[orientation(name)]))
-    assert max_difference(decode(data), upright) == 0
-    assert max_difference(stored, decode(untagged)) == 0
+    assert max_difference(decode(data, size=SIZE), upright) == 0
+    assert max_difference(stored, decode(untagged, size=SIZE)) == 0
     np.testing.assert_allclose(serving_default(data), predict(client, name, untagged), atol=1e-6)
 
 
@@ -135,7 +172,50 @@ def test_the_corpus_is_what_its_names_say():
     assert modes["palette-8bit.bmp"].mode == "P"
     assert modes["bilevel-1bit.bmp"].mode == "1"
     assert modes["exif-6.jpg"].getexif()[0x0112] == 6
+    assert modes["exif-6-large.jpg"].getexif()[0x0112] == 6
+    assert modes["scale-8-progressive.jpg"].info.get("progressive") == 1
+    assert modes["scale-8-grayscale.jpg"].mode == "L"
+    assert modes["scale-4-cmyk.jpg"].mode == "CMYK"
+    assert {name: get_sampling(modes[name]) for name in SCALED if name[-7:-4] in ("420", "422", "444")} == {
+        "scale-2-420.jpg": 2,
+        "scale-2-422.jpg": 1,
+        "scale-4-444.jpg": 0,
+    }
+    assert modes["scale-8-3mp.jpg"].width * modes["scale-8-3mp.jpg"].height > 3_000_000
     assert {name: image.format for name, image in modes.items()} == {
         name: {"jpg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP", "webp": "WEBP"}[name.split(".")[-1]]
         for name in modes
     }
+
+
+@pytest.fixture(scope="module")
+def full_decoding_client(
+    model_repository: Path, tmp_path_factory: pytest.TempPathFactory, make_settings
+) -> Iterator[TestClient]:
+    """The session's model as exported before DCT scaling: its metadata.json has no `jpeg_scaling`."""
+    base = tmp_path_factory.mktemp("before-dct-scaling")
+    shutil.copytree(model_repository / MODEL_NAME, base / MODEL_NAME)
+    metadata_file = base / MODEL_NAME / "1" / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    del metadata["input"]["jpeg_scaling"]
+    metadata_file.write_text(json.dumps(metadata))
+    with TestClient(create_app(make_settings(model_base_path=base))) as client:
+        yield client
+
+
+def test_a_version_exported_before_dct_scaling_still_decodes_at_full_size(
+    full_decoding_client, predict_pixels
+):
+    data = CORPUS["scale-8-progressive.jpg"]
+    full_size = resize(decode(data), SIZE).numpy()
+    drafted = resize(decode(data, size=SIZE), SIZE).numpy()
+
+    assert full_decoding_client.get("/model").json()["input"] == {
+        "height": IMAGE_SIZE,
+        "width": IMAGE_SIZE,
+        "jpeg_scaling": "full",
+    }
+    assert max_difference(service_pixels(full_decoding_client, "photo.jpg", data), full_size) == 0
+    answer = predict(full_decoding_client, "photo.jpg", data)
+    np.testing.assert_allclose(answer, predict_pixels(full_size[None])[0], atol=1e-6)
+    assert max_difference(answer, predict_pixels(drafted[None])[0]) > 1e-4

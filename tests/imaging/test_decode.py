@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from imaging.decode import CorruptImage, TooManyPixels, UnsupportedFormat, decode
-from tests.image_corpus import encode, photo
+from tests.image_corpus import encode, photo, with_orientation
 
 
 def test_bytes_files_and_paths_decode_alike(tmp_path):
@@ -46,3 +46,23 @@ def test_the_pixel_limit_is_optional():
     assert decode(data).shape == (53, 75, 3)
     with pytest.raises(TooManyPixels, match=r"^75x53 is 3975 pixels, over MAX_IMAGE_PIXELS \(3974\)$"):
         decode(data, max_pixels=3974)
+
+
+def test_a_size_scales_jpegs_only():
+    image = photo(301, 263)
+
+    assert decode(encode(image, "JPEG", quality=90), size=(32, 32)).shape == (33, 38, 3)
+    assert decode(encode(image, "PNG"), size=(32, 32)).shape == (263, 301, 3)
+
+
+def test_a_photo_stored_sideways_is_scaled_to_cover_the_size_once_upright():
+    """Stored 400 x 100 with orientation 6: upright 100 wide, 400 high. For 50 high x 100 wide it can
+    only be decoded at full size; the stored orientation alone would allow 1/2, 50 wide once upright."""
+    image = photo(400, 100)
+
+    assert decode(encode(image, "JPEG", quality=90), size=(50, 100)).shape == (50, 200, 3)
+    assert decode(encode(image, "JPEG", quality=90, exif=with_orientation(6)), size=(50, 100)).shape == (
+        400,
+        100,
+        3,
+    )

@@ -5,9 +5,11 @@ import pytest
 from tests.training.conftest import write_image_folder
 from training.data import DataError, make_dataset, scan_image_folder
 
+SIZE = (32, 32)
+
 
 def test_scan_splits_all_formats_and_keeps_class_order(image_folder):
-    folder = scan_image_folder(image_folder, validation_split=0.25, seed=0)
+    folder = scan_image_folder(image_folder, validation_split=0.25, seed=0, image_size=SIZE)
     assert folder.class_names == ["a", "b"]
     assert len(folder.train) == 18 and len(folder.validation) == 6
     assert sorted(folder.train.paths + folder.validation.paths) == sorted(
@@ -22,9 +24,12 @@ def test_scan_splits_all_formats_and_keeps_class_order(image_folder):
 
 
 def test_scan_is_deterministic_for_a_seed(image_folder):
-    first = scan_image_folder(image_folder, 0.25, seed=3)
-    assert first == scan_image_folder(image_folder, 0.25, seed=3)
-    assert first.validation.paths != scan_image_folder(image_folder, 0.25, seed=4).validation.paths
+    first = scan_image_folder(image_folder, 0.25, seed=3, image_size=SIZE)
+    assert first == scan_image_folder(image_folder, 0.25, seed=3, image_size=SIZE)
+    assert (
+        first.validation.paths
+        != scan_image_folder(image_folder, 0.25, seed=4, image_size=SIZE).validation.paths
+    )
 
 
 def test_unreadable_images_are_skipped_with_a_warning_naming_them(image_folder, caplog):
@@ -32,14 +37,14 @@ def test_unreadable_images_are_skipped_with_a_warning_naming_them(image_folder, 
     broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     (image_folder / "b" / "notes.txt").write_text("not an image and not an image extension")
     with caplog.at_level(logging.WARNING):
-        folder = scan_image_folder(image_folder, 0.25, seed=0)
+        folder = scan_image_folder(image_folder, 0.25, seed=0, image_size=SIZE)
     assert folder.skipped == [str(broken)]
     assert f"Skipping unreadable image {broken}" in caplog.text
     assert str(broken) not in folder.train.paths + folder.validation.paths
 
 
 def test_dataset_yields_resized_float_batches(image_folder):
-    folder = scan_image_folder(image_folder, 0.25, seed=0)
+    folder = scan_image_folder(image_folder, 0.25, seed=0, image_size=SIZE)
     images, labels = next(iter(make_dataset(folder.train, (24, 24), 8, shuffle=True, seed=0)))
     assert images.shape == (8, 24, 24, 3)
     assert images.dtype.name == "float32"
@@ -61,20 +66,20 @@ def test_unusable_folders_raise_a_clear_error(tmp_path, setup, message):
     root = tmp_path / "data"
     root.mkdir()
     with pytest.raises(DataError, match=message):
-        scan_image_folder(setup(root), 0.2, seed=0)
+        scan_image_folder(setup(root), 0.2, seed=0, image_size=SIZE)
 
 
 def test_validation_split_must_be_a_fraction(image_folder):
     with pytest.raises(DataError, match="--validation-split must be between 0 and 1. Received: 1.5"):
-        scan_image_folder(image_folder, 1.5, seed=0)
+        scan_image_folder(image_folder, 1.5, seed=0, image_size=SIZE)
 
 
 def test_augment_changes_the_training_images_every_epoch_within_the_pixel_range(image_folder):
     import numpy as np
 
-    split = scan_image_folder(image_folder, 0.25, seed=0).train
-    (plain, labels), *_ = list(make_dataset(split, (32, 32), 64, shuffle=False, seed=0))
-    augmented = make_dataset(split, (32, 32), 64, shuffle=False, seed=0, augment=True)
+    split = scan_image_folder(image_folder, 0.25, seed=0, image_size=SIZE).train
+    (plain, labels), *_ = list(make_dataset(split, SIZE, 64, shuffle=False, seed=0))
+    augmented = make_dataset(split, SIZE, 64, shuffle=False, seed=0, augment=True)
     (first, first_labels), *_ = list(augmented)
     (second, _), *_ = list(augmented)
 

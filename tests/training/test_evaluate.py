@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import COLOURS, TRAINED_NAME, write_colour_folder
 from training.__main__ import main
+from training.evaluate import decode_size
 
 # What 4 epochs on 90 images reach on 60 held-back ones (measured: 1.0); chance is 1/3.
 HELD_BACK_ACCURACY = 0.9
@@ -101,3 +102,14 @@ def test_a_summary_it_cannot_write_is_a_clear_error_after_the_table(
     assert printed.err.startswith(
         f"error: Cannot write {tmp_path / TRAINED_NAME / '1' / 'evaluation.json'}: "
     )
+
+
+@pytest.mark.parametrize(
+    ("spec", "size"),
+    [
+        ({"height": 16, "width": 24, "jpeg_scaling": "dct"}, (16, 24)),
+        ({"height": 16, "width": 24}, None),  # exported before DCT scaling: decoded at full size
+    ],
+)
+def test_evaluation_decodes_jpegs_as_the_version_was_trained(spec, size):
+    assert decode_size({"input": spec}) == size

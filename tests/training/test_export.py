@@ -70,6 +70,7 @@ def test_export_writes_tf_serving_layout_and_metadata(tmp_path, small_model):
         "channels": 3,
         "range": [0, 255],
         "resize": "bilinear",
+        "jpeg_scaling": "dct",
     }
     architecture = metadata["architecture"]
     assert architecture["name"] == "inception_v2_seed"
