@@ -207,6 +207,8 @@ class Admission:
         self._batcher._enqueue(items)
         self.unqueued -= len(items)
         try:
+            if len(items) == 1:  # the common case, without gather's bookkeeping
+                return [await items[0].future]
             return list(await asyncio.gather(*(item.future for item in items)))
         except asyncio.CancelledError:  # the client is gone: nobody will read these answers
             self._batcher._withdraw(items)
