@@ -7,6 +7,7 @@ in the body its clients send.
 """
 
 import base64
+import contextlib
 import json
 import os
 import resource
@@ -18,7 +19,10 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Self
 
+BOUNDARY = "wrk-benchmark-boundary"
+MULTIPART_HEADERS = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
 LUA_SCRIPT = Path(__file__).with_name("post_body.lua")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -39,76 +43,132 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return 0, b""
 
 
-@dataclass
-class Server:
-    """One service process; `start()` returns once /readyz answers 200."""
+def _descendants(pid: int) -> list[int]:
+    """`pid` and every process under it: BentoML serves from worker processes its supervisor starts."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+    return found
 
-    model_base_path: str
-    model_name: str
-    settings: dict[str, str] = field(default_factory=dict)
+
+@dataclass(kw_only=True)
+class HttpProcess:
+    """A server process on 127.0.0.1; `start()` returns once `ready_path` answers 200.
+
+    CPU and memory are read for the whole process tree, so a server that forks workers is measured
+    as the user would pay for it.
+    """
+
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
-    cold_start: dict[str, float] = field(default_factory=dict)
+    ready_seconds: float = 0.0
+    ready_path: ClassVar[str] = "/readyz"
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 180) -> "Server":
-        env = {
-            **os.environ,
-            "MODEL_BASE_PATH": self.model_base_path,
-            "MODEL_NAME": self.model_name,
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "LOG_LEVEL": "WARNING",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-            **self.settings,
-        }
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return {}
+
+    def start(self, timeout: float = 180) -> Self:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **self.environment()}
         started = time.perf_counter()
-        self.process = subprocess.Popen([sys.executable, "-m", "app"], env=env, stdout=subprocess.DEVNULL)
-        while _get(f"{self.url}/readyz", timeout=1)[0] != 200:
+        self.process = subprocess.Popen(
+            self.command(), env=env, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        while _get(f"{self.url}{self.ready_path}", timeout=1)[0] != 200:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited with {self.process.returncode} before it was ready")
+                raise RuntimeError(
+                    f"{self.command()} exited with {self.process.returncode} before it was ready"
+                )
             if time.perf_counter() - started > timeout:
-                raise TimeoutError(f"the service was not ready within {timeout} s")
+                raise TimeoutError(f"{self.command()} was not ready within {timeout} s")
             time.sleep(0.05)
-        ready = time.perf_counter() - started
-        runtime = json.loads(_get(f"{self.url}/model")[1])["runtime"]
-        self.cold_start = {
-            "ready_seconds": round(ready, 2),
-            "load_seconds": round(runtime["load_seconds"], 2),
-            "warmup_seconds": round(runtime["warmup_seconds"], 2),
-            # The rest: interpreter start, imports (TensorFlow is most of it), uvicorn start-up.
-            "import_and_start_seconds": round(ready - runtime["load_seconds"] - runtime["warmup_seconds"], 2),
-        }
+        self.ready_seconds = time.perf_counter() - started
         return self
 
+    def _status(self, pid: int, key: str) -> int:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+        return 0
+
     def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS line")
+        return sum(self._status(pid, "VmRSS:") for pid in _descendants(self.process.pid)) / 1024
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+        ticks = 0
+        for pid in _descendants(self.process.pid):
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime + stime
+        return ticks / CLOCK_TICKS
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self.kill()
             raise
 
-    def __enter__(self) -> "Server":
+    def kill(self) -> None:
+        """The process and everything it started (its own session), so no worker outlives a run."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.kill()
+
+
+@dataclass
+class Server(HttpProcess):
+    """One `python -m app` process, with its cold start read from its own /model."""
+
+    model_base_path: str
+    model_name: str
+    settings: dict[str, str] = field(default_factory=dict)
+    cold_start: dict[str, float] = field(default_factory=dict)
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "app"]
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "MODEL_BASE_PATH": self.model_base_path,
+            "MODEL_NAME": self.model_name,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "LOG_LEVEL": "WARNING",
+            **self.settings,
+        }
+
+    def start(self, timeout: float = 180) -> Self:
+        super().start(timeout)
+        runtime = json.loads(_get(f"{self.url}/model")[1])["runtime"]
+        self.cold_start = {
+            "ready_seconds": round(self.ready_seconds, 2),
+            "load_seconds": round(runtime["load_seconds"], 2),
+            "warmup_seconds": round(runtime["warmup_seconds"], 2),
+            # The rest: interpreter start, imports (TensorFlow is most of it), uvicorn start-up.
+            "import_and_start_seconds": round(
+                self.ready_seconds - runtime["load_seconds"] - runtime["warmup_seconds"], 2
+            ),
+        }
+        return self
 
 
 @dataclass(frozen=True)
@@ -119,6 +179,7 @@ class Route:
     path: str
     body: Path
     headers: dict[str, str]
+    images: int = 1  # per request: images/s counts images, not requests
 
 
 def routes(image: Path, model_name: str, scratch: Path) -> list[Route]:
@@ -127,15 +188,7 @@ def routes(image: Path, model_name: str, scratch: Path) -> list[Route]:
     The OIP request is what tritonclient sends by default: binary tensor data, binary output.
     """
     data = image.read_bytes()
-    boundary = "wrk-benchmark-boundary"
-    multipart = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="image.jpg"\r\n'
-            "Content-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
+    multipart = multipart_body([data])
     tf_serving = json.dumps({"instances": [{"b64": base64.b64encode(data).decode()}]}).encode()
     element = len(data).to_bytes(4, "little") + data  # a BYTES tensor element
     infer_header = json.dumps(
@@ -152,7 +205,7 @@ def routes(image: Path, model_name: str, scratch: Path) -> list[Route]:
         }
     ).encode()
     bodies = {
-        "/predict": ("/predict", multipart, {"Content-Type": f"multipart/form-data; boundary={boundary}"}),
+        "/predict": ("/predict", multipart, MULTIPART_HEADERS),
         "TF Serving :predict": (
             f"/v1/models/{model_name}:predict",
             tf_serving,
@@ -173,6 +226,26 @@ def routes(image: Path, model_name: str, scratch: Path) -> list[Route]:
         body_file.write_bytes(body)
         result.append(Route(name, path, body_file, headers))
     return result
+
+
+def multipart_body(files: list[bytes]) -> bytes:
+    """A /predict body with each of `files` as a `file` part, as a browser or curl -F sends it."""
+    return (
+        b"".join(
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="image-{i}.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+            for i, data in enumerate(files)
+        )
+        + f"--{BOUNDARY}--\r\n".encode()
+    )
+
+
+def predict_route(name: str, image: Path, files: int, body_file: Path) -> Route:
+    """/predict with `files` copies of `image` in one request."""
+    body_file.write_bytes(multipart_body([image.read_bytes()] * files))
+    return Route(name, "/predict", body_file, MULTIPART_HEADERS, images=files)
 
 
 def run_wrk(url: str, route: Route, connections: int, seconds: float) -> dict:
@@ -205,7 +278,7 @@ def run_wrk(url: str, route: Route, connections: int, seconds: float) -> dict:
     return figures
 
 
-def measure_level(server: Server, route: Route, connections: int, seconds: float, warmup: float) -> dict:
+def measure_level(server: HttpProcess, route: Route, connections: int, seconds: float, warmup: float) -> dict:
     """Warm up, then measure one concurrency level: images/s, latency percentiles, errors, CPU shares."""
     warm = run_wrk(server.url, route, connections, warmup) if warmup > 0 else {"requests": 0}
     server_cpu = server.cpu_seconds()
@@ -214,11 +287,13 @@ def measure_level(server: Server, route: Route, connections: int, seconds: float
     duration = figures["duration_us"] / 1e6
     cores = os.cpu_count() or 1
     errors = sum(figures["errors"].values())
+    answered = figures["requests"] - figures["errors"]["status"]
     return {
         "clients": connections,
+        "images_per_request": route.images,
         "requests": figures["requests"],
         "warmup_requests": warm["requests"],
-        "images_per_second": round((figures["requests"] - figures["errors"]["status"]) / duration, 2),
+        "images_per_second": round(answered * route.images / duration, 2),
         "p50_ms": figures["latency_us"]["p50"] / 1000,
         "p90_ms": figures["latency_us"]["p90"] / 1000,
         "p99_ms": figures["latency_us"]["p99"] / 1000,
