@@ -8,7 +8,7 @@ MODEL_NAME ?= inception_v2
 # Debian's docker.io CLI (20.10) builds with its built-in BuildKit; a newer CLI needs the buildx plugin.
 DOCKER ?= $(shell test -x /usr/bin/docker && echo /usr/bin/docker || echo docker)
 
-.PHONY: help install run test test-image image lint audit format demo-data train demo-model bench clean
+.PHONY: help install install-peers run test test-image image lint audit format demo-data train demo-model bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -69,8 +69,15 @@ demo-model: $(VENV)/.installed  ## Train the demo model unless a version already
 		$(MAKE) --no-print-directory train; \
 	fi
 
-bench: $(VENV)/.installed  ## Run the benchmark suite (writes docs/performance.md)
-	$(PY) -m benchmarks
+$(VENV)/.peers-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[bench-peers]"
+	touch $@
+
+install-peers: $(VENV)/.peers-installed  ## Add the benchmark's peers (BentoML) to .venv
+
+# BENCH_ARGS, e.g. "--peers none" or "--quick": see `.venv/bin/python -m benchmarks --help`.
+bench: $(VENV)/.installed  ## Run the benchmark suite with the installed peers (writes docs/performance.md)
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:  ## Remove the virtual environment, generated data and caches
 	rm -rf $(VENV) data checkpoints .pytest_cache .ruff_cache
