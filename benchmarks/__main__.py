@@ -1,13 +1,15 @@
 """Run the benchmark suite: `python -m benchmarks` (see `--help`).
 
-For each model, in one run: the in-process limit, then the service with batching at 1, 8, 32 and
-64 clients and one client again right after the burst, cold start and memory, then the service
-with batching off (MAX_BATCH_SIZE=1) as the per-request baseline. Figures are reported as ratios
-to the in-process limit of the same run.
+For each model, in one run: the in-process limit; the service with batching at 1 to 256 clients
+and one client again right after the burst; the protocol routes; throughput and latency against
+files per request and against image size (the small JPEG and a generated 12-megapixel one); cold
+start and memory; the service with batching off (MAX_BATCH_SIZE=1) as the per-request baseline;
+then the peers a user would pick instead (`--peers`: a plain FastAPI app, BentoML with adaptive
+batching) at the same levels on the same body. Figures are reported as ratios to the in-process
+limit of the same run.
 """
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -17,28 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from PIL import Image
 
+from benchmarks.images import make_large_image, make_request_image
 from benchmarks.inprocess import measure_in_process
-from benchmarks.load import Route, Server, measure_level, routes, run_wrk
+from benchmarks.load import HttpProcess, Route, Server, measure_level, predict_route, routes, run_wrk
+from benchmarks.peers import REQUIREMENTS, Peer, missing
 from benchmarks.report import evaluate_targets, write_report
-
-
-def make_request_image(path: Path, target_kib: float = 22) -> Path:
-    """A shapes JPEG of about `target_kib` KiB, the size the issue's comparison used."""
-    from PIL import Image
-
-    from training.demo_data import draw_shape
-
-    image = draw_shape("star", 224, np.random.default_rng(0))
-    for quality in range(95, 10, -5):
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=quality)
-        if buffer.tell() <= target_kib * 1024:
-            break
-    path.write_bytes(buffer.getvalue())
-    Image.open(path).verify()
-    return path
 
 
 def notebook_model(repository: Path) -> Path:
@@ -66,8 +53,9 @@ def served_version(base_path: Path, name: str) -> Path:
         raise SystemExit(str(error)) from None
 
 
-def benchmark_model(label: str, version_dir: Path, image: Path, args: argparse.Namespace) -> dict:
+def benchmark_model(label: str, version_dir: Path, images: dict[str, Path], args: argparse.Namespace) -> dict:
     base_path, name = str(version_dir.parent.parent), version_dir.parent.name
+    image = images["small"]
     print(f"[{label}] in-process limit ...", flush=True)
     limit = measure_in_process(str(version_dir), image.read_bytes(), args.batch_sizes, args.inprocess_seconds)
     print(f"[{label}] {json.dumps(limit.as_dict())}", flush=True)
@@ -77,31 +65,30 @@ def benchmark_model(label: str, version_dir: Path, image: Path, args: argparse.N
     with Server(base_path, name, settings=args.settings) as server:
         result["cold_start"] = server.cold_start
         result["rss_mib_after_warmup"] = round(server.rss_mib(), 1)
-        result["batching"], served = [], 0
-        for clients in args.levels:
-            level = measure_level(server, predict, clients, args.seconds, args.warmup)
-            served += level["requests"] + level["warmup_requests"]
-            result["batching"].append(level)
-            print(f"[{label}] batching, {clients} clients: {json.dumps(level)}", flush=True)
-        after = measure_level(server, predict, 1, args.seconds, warmup=0)
-        served += after["requests"]
-        result["after_burst"] = after
-        print(f"[{label}] 1 client after the burst: {json.dumps(after)}", flush=True)
+        result["batching"], result["after_burst"] = measure_levels(f"{label}, service", server, predict, args)
         result["protocols"] = compare_protocols(label, server, [predict, *protocols], args)
-        served += sum(level["requests"] + level["warmup_requests"] for level in result["protocols"])
+        result["curves"] = measure_curves(label, server, images, result["batching"], args)
+        served = sum(
+            level["requests"] + level.get("warmup_requests", 0)
+            for level in [
+                *result["batching"],
+                result["after_burst"],
+                *result["protocols"],
+                *all_curves(result),
+            ]
+        )
         while served < args.memory_requests:
             served += run_wrk(server.url, predict, 8, 5)["requests"]
         result["requests_before_rss"] = served
         result["rss_mib_after_requests"] = round(server.rss_mib(), 1)
         result["exit_code"] = server.stop()
 
-    result["per_request"] = []
     with Server(base_path, name, settings={**args.settings, "MAX_BATCH_SIZE": "1"}) as baseline:
-        for clients in args.levels:
-            level = measure_level(baseline, predict, clients, args.seconds, args.warmup)
-            result["per_request"].append(level)
-            print(f"[{label}] batching off, {clients} clients: {json.dumps(level)}", flush=True)
+        result["per_request"], _ = measure_levels(
+            f"{label}, batching off", baseline, predict, args, burst=False
+        )
         baseline.stop()
+    result["peers"] = [measure_peer(label, peer, version_dir, predict, args) for peer in args.peers]
     result["targets"] = evaluate_targets(result)
     for target in result["targets"]:
         print(
@@ -111,20 +98,80 @@ def benchmark_model(label: str, version_dir: Path, image: Path, args: argparse.N
     return result
 
 
+def measure_levels(
+    label: str, server: HttpProcess, route: Route, args: argparse.Namespace, burst: bool = True
+) -> tuple[list[dict], dict | None]:
+    """Each concurrency level in turn, then (with `burst`) one client right after the busiest."""
+    levels = []
+    for clients in args.levels:
+        levels.append(measure_level(server, route, clients, args.seconds, args.warmup))
+        print(f"[{label}] {clients} clients: {json.dumps(levels[-1])}", flush=True)
+    if not burst:
+        return levels, None
+    after = measure_level(server, route, 1, args.seconds, warmup=0)
+    print(f"[{label}] 1 client after the burst: {json.dumps(after)}", flush=True)
+    return levels, after
+
+
+def measure_peer(label: str, name: str, version_dir: Path, route: Route, args: argparse.Namespace) -> dict:
+    """A peer at the service's levels, on the same body, with its own after-the-burst row."""
+    with Peer(name=name, version_dir=str(version_dir)) as peer:
+        result = {"name": name, "ready_seconds": round(peer.ready_seconds, 2)}
+        result["rss_mib_after_warmup"] = round(peer.rss_mib(), 1)
+        result["levels"], result["after_burst"] = measure_levels(f"{label}, {name}", peer, route, args)
+        result["rss_mib_after_requests"] = round(peer.rss_mib(), 1)
+        peer.stop()
+    return result
+
+
+def measure_curves(
+    label: str, server: Server, images: dict[str, Path], batching: list[dict], args: argparse.Namespace
+) -> dict:
+    """Throughput and latency against files per request and against image size, at `--curve-clients`.
+
+    The one-small-file point is the concurrency curve's own level when it has one at that size.
+    """
+    clients, scratch = args.curve_clients, images["small"].parent
+    measured = {level["clients"]: level for level in batching}
+
+    def point(files: int, image: str) -> dict:
+        size = images[image].stat().st_size
+        if (files, image) == (1, "small") and clients in measured:
+            return measured[clients] | {"image": image, "image_bytes": size, "from_concurrency_curve": True}
+        route = predict_route(
+            f"{files} x {image}", images[image], files, scratch / f"curve-{files}-{image}.bin"
+        )
+        level = measure_level(server, route, clients, args.seconds, args.warmup)
+        level |= {"image": image, "image_bytes": size}
+        print(f"[{label}] {files} x {image} image, {clients} clients: {json.dumps(level)}", flush=True)
+        return level
+
+    return {
+        "clients": clients,
+        "files": [point(files, "small") for files in args.files],
+        "sizes": [point(1, image) for image in images],
+    }
+
+
+def all_curves(result: dict) -> list[dict]:
+    """The curve points measured on their own (not the ones taken from the concurrency levels)."""
+    points = result["curves"]["files"] + result["curves"]["sizes"]
+    return [point for point in points if not point.get("from_concurrency_curve")]
+
+
 def compare_protocols(
     label: str, server: Server, compared: list[Route], args: argparse.Namespace
 ) -> list[dict]:
-    """Each route at the busiest level, one after the other, as ratios to the first (/predict)."""
-    clients = args.levels[-1]
+    """Each route at `--protocol-clients`, one after the other, as ratios to the first (/predict)."""
     levels = []
     for route in compared:
         level = {"route": route.name, "path": route.path}
-        level.update(measure_level(server, route, clients, args.seconds, args.warmup))
+        level.update(measure_level(server, route, args.protocol_clients, args.seconds, args.warmup))
         first = levels[0] if levels else level
         level["throughput_ratio"] = round(level["images_per_second"] / first["images_per_second"], 3)
         level["p50_ratio"] = round(level["p50_ms"] / first["p50_ms"], 3)
         levels.append(level)
-        print(f"[{label}] {route.name}, {clients} clients: {json.dumps(level)}", flush=True)
+        print(f"[{label}] {route.name}, {args.protocol_clients} clients: {json.dumps(level)}", flush=True)
     return levels
 
 
@@ -166,8 +213,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--model-base-path", type=Path, default=Path("models"), help="where the demo model is"
     )
     parser.add_argument("--model-name", default="inception_v2")
-    parser.add_argument("--levels", default="1,8,32,64", help="concurrent clients per level")
-    parser.add_argument("--seconds", type=float, default=20, help="measured seconds per level")
+    parser.add_argument("--levels", default="1,8,32,64,128,256", help="concurrent clients per level")
+    parser.add_argument("--seconds", type=float, default=15, help="measured seconds per level")
     parser.add_argument("--warmup", type=float, default=5, help="unmeasured seconds before each level")
     parser.add_argument("--batch-sizes", default="1,2,4,8,16,32,64", help="in-process batch sizes to try")
     parser.add_argument(
@@ -176,6 +223,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--memory-requests", type=int, default=10_000, help="requests before the second RSS reading"
     )
+    parser.add_argument(
+        "--peers",
+        default=None,
+        help=f"comma-separated, from {', '.join(REQUIREMENTS)}, or 'none' (default: those installed)",
+    )
+    parser.add_argument("--protocol-clients", type=int, default=64, help="clients for the protocol routes")
+    parser.add_argument("--curve-clients", type=int, default=8, help="clients for the files and size curves")
+    parser.add_argument("--files", default="1,4,16", help="files per /predict request, for its curve")
+    parser.add_argument("--large-size", default="4000x3000", help="WIDTHxHEIGHT of the large JPEG")
     parser.add_argument(
         "--set",
         action="append",
@@ -187,13 +243,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a short smoke run (not for quoting)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds, args.warmup, args.inprocess_seconds, args.memory_requests = 2, 1, 1, 200
-        args.levels, args.batch_sizes = "1,8", "1,8"
+        args.seconds, args.warmup, args.inprocess_seconds, args.memory_requests = 1, 1, 1, 200
+        args.levels, args.batch_sizes, args.files, args.large_size = "1,8", "1,8", "1,4", "1000x750"
+        args.protocol_clients = args.curve_clients = 8
     args.levels = [int(n) for n in args.levels.split(",")]
     args.batch_sizes = [int(n) for n in args.batch_sizes.split(",")]
+    args.files = [int(n) for n in args.files.split(",")]
+    args.large_size = tuple(int(n) for n in args.large_size.split("x"))
     args.models = args.models.split(",")
     args.settings = dict(item.split("=", 1) for item in args.set)
+    args.peers, args.skipped_peers = choose_peers(args.peers, parser)
     return args
+
+
+def choose_peers(requested: str | None, parser: argparse.ArgumentParser) -> tuple[list[str], dict[str, str]]:
+    """The peers to measure, and why each other one is not: a skipped peer is named in the report."""
+    if requested == "none":
+        return [], {name: "not asked for (--peers none)" for name in REQUIREMENTS}
+    names = list(REQUIREMENTS) if requested is None else requested.split(",")
+    if unknown := [name for name in names if name not in REQUIREMENTS]:
+        parser.error(f"--peers takes {', '.join(REQUIREMENTS)} or none. Received: {', '.join(unknown)}")
+    reasons = {name: missing(name) for name in names}
+    if requested is not None and (absent := {n: r for n, r in reasons.items() if r}):
+        parser.error("; ".join(f"peer {name}: {reason}" for name, reason in absent.items()))
+    skipped = {name: reason for name, reason in reasons.items() if reason}
+    skipped |= {name: f"not asked for (--peers {requested})" for name in REQUIREMENTS if name not in names}
+    return [name for name in names if not reasons[name]], skipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,10 +278,25 @@ def main(argv: list[str] | None = None) -> int:
             "wrk is not installed: `apt-get install wrk` (Debian) or your system's package.", file=sys.stderr
         )
         return 2
-    results = {"machine": machine(), "settings": args.settings, "quick": args.quick, "models": []}
+    for name, reason in args.skipped_peers.items():
+        print(f"Peer {name} not measured: {reason}", flush=True)
+    results = {
+        "machine": machine(),
+        "settings": args.settings,
+        "quick": args.quick,
+        "peers": args.peers,
+        "skipped_peers": args.skipped_peers,
+        "models": [],
+    }
     with tempfile.TemporaryDirectory() as scratch:
-        image = make_request_image(Path(scratch) / "request.jpg")
-        results["request_image_bytes"] = image.stat().st_size
+        images = {
+            "small": make_request_image(Path(scratch) / "request.jpg"),
+            "large": make_large_image(Path(scratch) / "large.jpg", *args.large_size),
+        }
+        results["images"] = {
+            label: {"bytes": path.stat().st_size, "size": list(Image.open(path).size)}
+            for label, path in images.items()
+        }
         for label in args.models:
             if label == "notebook":
                 version_dir = notebook_model(Path(scratch) / "repository")
@@ -214,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                 version_dir = served_version(args.model_base_path, args.model_name)
             else:
                 raise SystemExit(f"--models takes notebook and demo. Received: {label!r}")
-            results["models"].append(benchmark_model(label, version_dir, image, args))
+            results["models"].append(benchmark_model(label, version_dir, images, args))
     write_report(results, args.out)
     print(f"Wrote {args.out} and {args.out.with_suffix('')}/")
     return 0

@@ -3,24 +3,52 @@
 import json
 from pathlib import Path
 
+PEER_TITLES = {
+    "fastapi": "FastAPI, the tutorial way (a model call per request)",
+    "bentoml": "BentoML, adaptive batching",
+}
 START, END = "<!-- benchmark results: start -->", "<!-- benchmark results: end -->"
+
+
+def at_clients(levels: list[dict], clients: int) -> dict:
+    """The level at `clients`, or the busiest one when the run had none at that count (--quick)."""
+    return next((lv for lv in levels if lv["clients"] == clients), levels[-1])
+
+
+def peer_ratios(result: dict, peer: dict) -> list[dict]:
+    """The service's throughput over the peer's, level by level, then one client after the burst."""
+    pairs = [
+        *zip(result["batching"], peer["levels"], strict=True),
+        (result["after_burst"], peer["after_burst"]),
+    ]
+    return [
+        {
+            "clients": ours["clients"],
+            "after_burst": ours is result["after_burst"],
+            "throughput_ratio": round(ours["images_per_second"] / theirs["images_per_second"], 3),
+            "p99_ratio": round(ours["p99_ms"] / theirs["p99_ms"], 3),
+        }
+        for ours, theirs in pairs
+    ]
 
 
 def evaluate_targets(result: dict) -> list[dict]:
     limit = result["in_process"]
-    first, busiest = result["batching"][0], result["batching"][-1]
+    first, busy = result["batching"][0], at_clients(result["batching"], 64)
+    busiest = result["batching"][-1]["clients"]
 
     def target(name: str, ratio: float, bound: float, at_least: bool) -> dict:
         met = ratio >= bound if at_least else ratio <= bound
         return {"name": name, "measured": round(ratio, 3), "bound": bound, "met": met}
 
-    return [
+    targets = [
         target(
-            f"{busiest['clients']} clients: throughput / in-process best batch >= 0.97",
-            busiest["images_per_second"] / limit["best_images_per_second"],
-            0.97,
+            f"{busy['clients']} clients: throughput / in-process best batch >= 0.95",
+            busy["images_per_second"] / limit["best_images_per_second"],
+            0.95,
             True,
         ),
+        target(f"{busy['clients']} clients: p99 / p50 <= 1.25", busy["p99_ms"] / busy["p50_ms"], 1.25, False),
         target(
             f"{first['clients']} client: p50 / in-process batch-1 time <= 1.05",
             first["p50_ms"] / limit["batch1_ms"],
@@ -28,14 +56,8 @@ def evaluate_targets(result: dict) -> list[dict]:
             False,
         ),
         target(
-            f"{busiest['clients']} clients: p99 / p50 <= 1.25",
-            busiest["p99_ms"] / busiest["p50_ms"],
-            1.25,
-            False,
-        ),
-        target(
-            "1 client after the burst: p50 / first 1-client p50 <= 1.2",
-            result["after_burst"]["p50_ms"] / first["p50_ms"],
+            f"1 client after the {busiest}-client level: p50 / in-process batch-1 time <= 1.2",
+            result["after_burst"]["p50_ms"] / limit["batch1_ms"],
             1.2,
             False,
         ),
@@ -45,14 +67,42 @@ def evaluate_targets(result: dict) -> list[dict]:
             1.05,
             False,
         ),
+        *[
+            target(
+                f"{route['route']} at {route['clients']} clients: throughput / /predict >= 0.95",
+                route["throughput_ratio"],
+                0.95,
+                True,
+            )
+            for route in result["protocols"][1:]
+        ],
     ]
+    small, large = result["curves"]["sizes"][0], result["curves"]["sizes"][-1]
+    targets.append(
+        target(
+            f"large JPEG at {large['clients']} clients: throughput / small JPEG's >= 0.5",
+            large["images_per_second"] / small["images_per_second"],
+            0.5,
+            True,
+        )
+    )
+    targets += [
+        target(
+            f"ahead of {peer['name']} at every level and after the burst: lowest throughput ratio >= 1",
+            min(ratio["throughput_ratio"] for ratio in peer_ratios(result, peer)),
+            1.0,
+            True,
+        )
+        for peer in result["peers"]
+    ]
+    return targets
 
 
 def _level_rows(levels: list[dict], best: float) -> list[str]:
     return [
         f"| {lv['clients']} | {lv['images_per_second']:.1f} | {lv['images_per_second'] / best:.2f} | "
         f"{lv['p50_ms']:.1f} | {lv['p90_ms']:.1f} | {lv['p99_ms']:.1f} | {lv['p99_ms'] / lv['p50_ms']:.2f} | "
-        f"{lv['errors']} | {lv['client_cpu_share']:.1%} |"
+        f"{lv['errors']} | {lv['client_cpu_share']:.1%} | {lv['server_cpu_share']:.1%} |"
         for lv in levels
     ]
 
@@ -75,13 +125,88 @@ def _protocol_rows(levels: list[dict]) -> list[str]:
     ]
 
 
-def model_section(result: dict, figure: str) -> str:
+LEVEL_HEADER = (
+    "| clients | img/s | / in-process best | p50 ms | p90 ms | p99 ms | p99/p50 | errors | client CPU "
+    "| server CPU |",
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+)
+
+
+def _levels_table(levels: list[dict], best: float, after_burst: dict | None = None) -> list[str]:
+    rows = _level_rows(levels, best)
+    if after_burst is not None:
+        rows += [
+            row.replace("| 1 |", "| 1 (after the burst) |", 1) for row in _level_rows([after_burst], best)
+        ]
+    return [*LEVEL_HEADER, *rows, ""]
+
+
+def _peer_lines(result: dict, best: float, skipped: dict[str, str]) -> list[str]:
+    lines = ["#### Peers: the same SavedModel, preprocessing and request body, one process each", ""]
+    for peer in result["peers"]:
+        lines += [
+            f"{PEER_TITLES[peer['name']]}: ready in {peer['ready_seconds']} s, RSS "
+            f"{peer['rss_mib_after_warmup']} MiB after start, {peer['rss_mib_after_requests']} MiB after its "
+            "levels:",
+            "",
+            *_levels_table(peer["levels"], best, peer["after_burst"]),
+        ]
+    if result["peers"]:
+        names = [peer["name"] for peer in result["peers"]]
+        ratios = {peer["name"]: peer_ratios(result, peer) for peer in result["peers"]}
+        lines += [
+            "The service against each peer (throughput ratio > 1: the service is ahead; p99 ratio < 1: "
+            "the service's tail is shorter):",
+            "",
+            "| clients | " + " | ".join(f"/ {n} throughput | / {n} p99" for n in names) + " |",
+            "| ---: |" + " ---: | ---: |" * len(names),
+            *[
+                f"| {'1 (after the burst)' if row['after_burst'] else row['clients']} | "
+                + " | ".join(
+                    f"{ratios[n][i]['throughput_ratio']:.2f} | {ratios[n][i]['p99_ratio']:.2f}" for n in names
+                )
+                + " |"
+                for i, row in enumerate(ratios[names[0]])
+            ],
+            "",
+        ]
+    not_measured = [f"Not measured: {name}, {reason}." for name, reason in skipped.items()]
+    return [*lines, *not_measured, *([""] if not_measured else [])]
+
+
+def _curve_lines(curves: dict, images: dict) -> list[str]:
+    def row(first: str, point: dict) -> str:
+        requests_per_second = point["images_per_second"] / point["images_per_request"]
+        return (
+            f"| {first} | {point['images_per_second']:.1f} | {requests_per_second:.1f} | "
+            f"{point['p50_ms']:.1f} | {point['p99_ms']:.1f} | {point['errors']} | "
+            f"{point['server_cpu_share']:.1%} |"
+        )
+
+    header = "| img/s | requests/s | p50 ms | p99 ms | errors | server CPU |"
+    rule = "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    return [
+        f"#### How the cost grows: files per request and image size, at {curves['clients']} clients",
+        "",
+        f"| files per request {header}",
+        rule,
+        *[row(str(point["images_per_request"]), point) for point in curves["files"]],
+        "",
+        f"| image {header}",
+        rule,
+        *[row(_image_name(point["image"], images), point) for point in curves["sizes"]],
+        "",
+    ]
+
+
+def _image_name(label: str, images: dict) -> str:
+    width, height = images[label]["size"]
+    return f"{label} JPEG, {width}x{height}, {images[label]['bytes'] / 1024:,.0f} KiB"
+
+
+def model_section(result: dict, figure: str, images: dict, skipped: dict[str, str]) -> str:
     limit = result["in_process"]
     best = limit["best_images_per_second"]
-    header = (
-        "| clients | img/s | / in-process best | p50 ms | p90 ms | p99 ms | p99/p50 | errors | client CPU |\n"
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    )
     by_batch = ", ".join(f"{k}: {v:.1f}" for k, v in limit["images_per_second_by_batch"].items())
     cold = result["cold_start"]
     lines = [
@@ -90,25 +215,20 @@ def model_section(result: dict, figure: str) -> str:
         f"In-process limit: **{best:.1f} img/s** at batch {limit['best_batch_size']} "
         f"(img/s by batch size: {by_batch}); batch 1 takes **{limit['batch1_ms']:.1f} ms**.",
         "",
-        "Service with dynamic batching:",
+        "Service with dynamic batching (the last row: one client right after the busiest level):",
         "",
-        header,
-        *_level_rows(result["batching"], best),
-        *_level_rows([result["after_burst"]], best)[:1],
-        "",
-        "(the last row is one client right after the busiest level)",
-        "",
+        *_levels_table(result["batching"], best, result["after_burst"]),
+        *_peer_lines(result, best, skipped),
         "Service with batching off (`MAX_BATCH_SIZE=1`), the per-request baseline:",
         "",
-        header,
-        *_level_rows(result["per_request"], best),
-        "",
+        *_levels_table(result["per_request"], best),
         f"Cold start: ready {cold['ready_seconds']} s after the process starts = imports and start-up "
         f"{cold['import_and_start_seconds']} s + model load {cold['load_seconds']} s + warm-up "
         f"{cold['warmup_seconds']} s. Memory: RSS {result['rss_mib_after_warmup']} MiB after warm-up, "
         f"{result['rss_mib_after_requests']} MiB after {result['requests_before_rss']} requests.",
         "",
         *_protocol_rows(result["protocols"]),
+        *_curve_lines(result["curves"], images),
         "| target | measured | met |",
         "| --- | ---: | :---: |",
         *[
@@ -116,33 +236,58 @@ def model_section(result: dict, figure: str) -> str:
             for t in result["targets"]
         ],
         "",
-        f"![throughput and p99 against concurrency]({figure})",
+        f"![throughput and p99 against concurrency, files per request and image size]({figure})",
         "",
     ]
     return "\n".join(lines)
 
 
-def draw(result: dict, path: Path) -> None:
+def draw(result: dict, images: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("batching", "dynamic batching"), ("per_request", "batching off")):
-        clients = [lv["clients"] for lv in result[key]]
-        left.plot(clients, [lv["images_per_second"] for lv in result[key]], marker="o", label=label)
-        right.plot(clients, [lv["p99_ms"] for lv in result[key]], marker="o", label=label)
-    left.axhline(
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    series = [
+        ("service, dynamic batching", result["batching"]),
+        ("service, batching off", result["per_request"]),
+    ]
+    series += [(PEER_TITLES[peer["name"]], peer["levels"]) for peer in result["peers"]]
+    for label, levels in series:
+        clients = [lv["clients"] for lv in levels]
+        axes[0][0].plot(clients, [lv["images_per_second"] for lv in levels], marker="o", label=label)
+        axes[1][0].plot(clients, [lv["p99_ms"] for lv in levels], marker="o", label=label)
+    axes[0][0].axhline(
         result["in_process"]["best_images_per_second"], color="gray", linestyle="--", label="in-process best"
     )
-    for axis, title in ((left, "throughput (img/s)"), (right, "p99 latency (ms)")):
-        axis.set_xscale("log", base=2)
-        axis.set_xlabel("concurrent clients")
-        axis.set_title(title)
-        axis.legend()
-        axis.grid(alpha=0.3)
-    fig.suptitle(f"{result['model']}: one JPEG per request")
+    files = result["curves"]["files"]
+    counts = [point["images_per_request"] for point in files]
+    ticks = ([lv["clients"] for lv in result["batching"]], counts)
+    axes[0][1].plot(counts, [point["images_per_second"] for point in files], marker="o")
+    axes[1][1].plot(counts, [point["p99_ms"] for point in files], marker="o")
+    sizes = result["curves"]["sizes"]
+    names = [_image_name(point["image"], images).replace(", ", "\n", 1) for point in sizes]
+    axes[0][2].bar(names, [point["images_per_second"] for point in sizes])
+    axes[1][2].bar(names, [point["p99_ms"] for point in sizes])
+    clients = result["curves"]["clients"]
+    for column, xlabel in enumerate(
+        ("concurrent clients", f"files per request ({clients} clients)", f"image ({clients} clients)")
+    ):
+        for row, title in enumerate(("throughput (img/s)", "p99 latency (ms)")):
+            axis = axes[row][column]
+            if column < 2:
+                axis.set_xscale("log", base=2)
+                axis.set_xticks(ticks[column], [str(tick) for tick in ticks[column]])
+            if row == 0:
+                axis.set_ylim(bottom=0)
+            if row == 1 and column == 0:
+                axis.set_yscale("log")
+            axis.set_xlabel(xlabel)
+            axis.set_title(title)
+            axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle(f"{result['model']}: how throughput and the p99 grow")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -157,7 +302,7 @@ def write_report(results: dict, out: Path) -> None:
         START,
         f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, "
         f"{'a GPU' if m['gpu'] else 'no GPU'}, Python {m['python']}, TensorFlow {m['tensorflow']}; "
-        f"one {results['request_image_bytes'] // 1024} KiB JPEG per request"
+        f"one {_image_name('small', results['images'])} per request unless said"
         + (f"; settings {results['settings']}" if results["settings"] else "")
         + (" (a --quick smoke run: not for quoting)" if results["quick"] else "")
         + ". Raw figures: "
@@ -166,8 +311,8 @@ def write_report(results: dict, out: Path) -> None:
     ]
     for result in results["models"]:
         figure = f"{figures_dir.name}/{result['model']}.png"
-        draw(result, out.parent / figure)
-        sections.append(model_section(result, figure))
+        draw(result, results["images"], out.parent / figure)
+        sections.append(model_section(result, figure, results["images"], results["skipped_peers"]))
     sections.append(END)
     generated = "\n".join(sections)
     text = out.read_text() if out.exists() else f"# Performance\n\n{START}\n{END}\n"

@@ -4,6 +4,7 @@ It checks that the suite runs and reports, not any speed: speed targets are read
 `make bench`, never asserted in tests.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -19,6 +20,9 @@ from tests.conftest import MODEL_NAME
 pytestmark = pytest.mark.skipif(
     shutil.which("wrk") is None and os.environ.get("CI") != "true", reason="needs wrk (apt-get install wrk)"
 )
+# CI installs the bench-peers extra (`make install-peers`, seconds), so there the peers are measured,
+# never reported as missing; a developer without the extra gets the report's reason checked instead.
+PEERS_INSTALLED = importlib.util.find_spec("bentoml") is not None
 
 
 def test_quick_run_measures_both_services_and_writes_the_report(tmp_path, model_repository):
@@ -54,7 +58,9 @@ def test_quick_run_measures_both_services_and_writes_the_report(tmp_path, model_
     (demo,) = results["models"]
     assert [level["clients"] for level in demo["batching"]] == [1, 8]
     assert [level["clients"] for level in demo["per_request"]] == [1, 8]
-    for level in demo["batching"] + demo["per_request"] + [demo["after_burst"]]:
+    peer_levels = [level for peer in demo["peers"] for level in [*peer["levels"], peer["after_burst"]]]
+    curve_levels = demo["curves"]["files"] + demo["curves"]["sizes"]
+    for level in demo["batching"] + demo["per_request"] + [demo["after_burst"]] + peer_levels + curve_levels:
         assert level["errors"] == 0
         assert level["requests"] > 0
         assert 0 < level["p50_ms"] <= level["p99_ms"]
@@ -68,10 +74,20 @@ def test_quick_run_measures_both_services_and_writes_the_report(tmp_path, model_
         assert level["requests"] > 0
         assert level["throughput_ratio"] > 0
     assert demo["protocols"][0]["throughput_ratio"] == demo["protocols"][0]["p50_ratio"] == 1
+    assert (demo["curves"]["clients"], [p["images_per_request"] for p in demo["curves"]["files"]]) == (
+        8,
+        [1, 4],
+    )
+    assert [(p["image"], p["images_per_request"]) for p in demo["curves"]["sizes"]] == [
+        ("small", 1),
+        ("large", 1),
+    ]
+    assert results["images"]["large"]["size"] == [1000, 750]
+    assert demo["curves"]["sizes"][1]["image_bytes"] == results["images"]["large"]["bytes"] > 50_000
     assert demo["requests_before_rss"] >= 200
     assert demo["exit_code"] == 0
     assert demo["in_process"]["best_batch_size"] in (1, 8)
-    assert len(demo["targets"]) == 5
+    assert len(demo["targets"]) == 8 + len(results["peers"])
     assert demo["cold_start"]["ready_seconds"] >= demo["cold_start"]["load_seconds"] > 0
 
     report = out.read_text()
@@ -81,4 +97,27 @@ def test_quick_run_measures_both_services_and_writes_the_report(tmp_path, model_
     assert "a --quick smoke run: not for quoting" in report
     assert "### demo" in report
     assert f"| OIP infer (binary) (`/v2/models/{MODEL_NAME}/infer`) |" in report
+    assert "| 1 (after the burst) |" in report
+    assert "| files per request | img/s |" in report
+    assert "| large JPEG, 1000x750, " in report
     assert (tmp_path / "performance" / "demo.png").stat().st_size > 10_000
+
+    if PEERS_INSTALLED or os.environ.get("CI") == "true":
+        assert (results["peers"], results["skipped_peers"]) == (["fastapi", "bentoml"], {})
+        assert [[level["clients"] for level in peer["levels"]] for peer in demo["peers"]] == [[1, 8], [1, 8]]
+        assert [target["name"] for target in demo["targets"][-2:]] == [
+            f"ahead of {peer} at every level and after the burst: lowest throughput ratio >= 1"
+            for peer in ("fastapi", "bentoml")
+        ]
+        assert "BentoML, adaptive batching: ready in " in report
+        assert (
+            "| clients | / fastapi throughput | / fastapi p99 | / bentoml throughput | / bentoml p99 |"
+            in report
+        )
+    else:
+        assert results["peers"] == ["fastapi"]
+        reason = (
+            'bentoml not installed (from the bench-peers extra: .venv/bin/pip install -e ".[bench-peers]")'
+        )
+        assert results["skipped_peers"] == {"bentoml": reason}
+        assert f"Not measured: bentoml, {reason}." in report
