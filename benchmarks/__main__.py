@@ -10,6 +10,7 @@ limit of the same run.
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -25,7 +26,7 @@ from benchmarks.images import make_large_image, make_request_image
 from benchmarks.inprocess import measure_in_process
 from benchmarks.load import HttpProcess, Route, Server, measure_level, predict_route, routes, run_wrk
 from benchmarks.peers import REQUIREMENTS, Peer, missing
-from benchmarks.report import evaluate_targets, write_report
+from benchmarks.report import evaluate_targets, ratio, write_report
 
 
 def notebook_model(repository: Path) -> Path:
@@ -129,11 +130,13 @@ def measure_curves(
 ) -> dict:
     """Throughput and latency against files per request and against image size, at `--curve-clients`.
 
-    The one-small-file point is the concurrency curve's own level when it has one at that size.
+    The one-small-file point is shared by both curves, and is the concurrency curve's own level when
+    it has one at `--curve-clients`.
     """
     clients, scratch = args.curve_clients, images["small"].parent
     measured = {level["clients"]: level for level in batching}
 
+    @functools.cache
     def point(files: int, image: str) -> dict:
         size = images[image].stat().st_size
         if (files, image) == (1, "small") and clients in measured:
@@ -154,9 +157,9 @@ def measure_curves(
 
 
 def all_curves(result: dict) -> list[dict]:
-    """The curve points measured on their own (not the ones taken from the concurrency levels)."""
-    points = result["curves"]["files"] + result["curves"]["sizes"]
-    return [point for point in points if not point.get("from_concurrency_curve")]
+    """The curve points measured on their own, each once (not the ones taken from the concurrency levels)."""
+    points = {id(point): point for point in result["curves"]["files"] + result["curves"]["sizes"]}
+    return [point for point in points.values() if not point.get("from_concurrency_curve")]
 
 
 def compare_protocols(
@@ -168,8 +171,8 @@ def compare_protocols(
         level = {"route": route.name, "path": route.path}
         level.update(measure_level(server, route, args.protocol_clients, args.seconds, args.warmup))
         first = levels[0] if levels else level
-        level["throughput_ratio"] = round(level["images_per_second"] / first["images_per_second"], 3)
-        level["p50_ratio"] = round(level["p50_ms"] / first["p50_ms"], 3)
+        level["throughput_ratio"] = ratio(level["images_per_second"], first["images_per_second"])
+        level["p50_ratio"] = ratio(level["p50_ms"], first["p50_ms"])
         levels.append(level)
         print(f"[{label}] {route.name}, {args.protocol_clients} clients: {json.dumps(level)}", flush=True)
     return levels

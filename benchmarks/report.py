@@ -10,6 +10,15 @@ PEER_TITLES = {
 START, END = "<!-- benchmark results: start -->", "<!-- benchmark results: end -->"
 
 
+def ratio(numerator: float, denominator: float) -> float | None:
+    """numerator / denominator; None when the denominator is 0 (a level that answered nothing in time)."""
+    return round(numerator / denominator, 3) if denominator else None
+
+
+def shown(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def at_clients(levels: list[dict], clients: int) -> dict:
     """The level at `clients`, or the busiest one when the run had none at that count (--quick)."""
     return next((lv for lv in levels if lv["clients"] == clients), levels[-1])
@@ -25,11 +34,16 @@ def peer_ratios(result: dict, peer: dict) -> list[dict]:
         {
             "clients": ours["clients"],
             "after_burst": ours is result["after_burst"],
-            "throughput_ratio": round(ours["images_per_second"] / theirs["images_per_second"], 3),
-            "p99_ratio": round(ours["p99_ms"] / theirs["p99_ms"], 3),
+            "throughput_ratio": ratio(ours["images_per_second"], theirs["images_per_second"]),
+            "p99_ratio": ratio(ours["p99_ms"], theirs["p99_ms"]),
         }
         for ours, theirs in pairs
     ]
+
+
+def lowest_ratio(ratios: list[dict]) -> float | None:
+    """The lowest throughput ratio; a level the peer answered nothing in (None) is one the service leads."""
+    return min((r["throughput_ratio"] for r in ratios if r["throughput_ratio"] is not None), default=None)
 
 
 def evaluate_targets(result: dict) -> list[dict]:
@@ -37,33 +51,38 @@ def evaluate_targets(result: dict) -> list[dict]:
     first, busy = result["batching"][0], at_clients(result["batching"], 64)
     busiest = result["batching"][-1]["clients"]
 
-    def target(name: str, ratio: float, bound: float, at_least: bool) -> dict:
-        met = ratio >= bound if at_least else ratio <= bound
-        return {"name": name, "measured": round(ratio, 3), "bound": bound, "met": met}
+    def target(name: str, measured: float | None, bound: float, at_least: bool) -> dict:
+        met = measured is not None and (measured >= bound if at_least else measured <= bound)
+        return {"name": name, "measured": measured, "bound": bound, "met": met}
 
     targets = [
         target(
             f"{busy['clients']} clients: throughput / in-process best batch >= 0.95",
-            busy["images_per_second"] / limit["best_images_per_second"],
+            ratio(busy["images_per_second"], limit["best_images_per_second"]),
             0.95,
             True,
         ),
-        target(f"{busy['clients']} clients: p99 / p50 <= 1.25", busy["p99_ms"] / busy["p50_ms"], 1.25, False),
+        target(
+            f"{busy['clients']} clients: p99 / p50 <= 1.25",
+            ratio(busy["p99_ms"], busy["p50_ms"]),
+            1.25,
+            False,
+        ),
         target(
             f"{first['clients']} client: p50 / in-process batch-1 time <= 1.05",
-            first["p50_ms"] / limit["batch1_ms"],
+            ratio(first["p50_ms"], limit["batch1_ms"]),
             1.05,
             False,
         ),
         target(
             f"1 client after the {busiest}-client level: p50 / in-process batch-1 time <= 1.2",
-            result["after_burst"]["p50_ms"] / limit["batch1_ms"],
+            ratio(result["after_burst"]["p50_ms"], limit["batch1_ms"]),
             1.2,
             False,
         ),
         target(
             "RSS after requests / RSS after warm-up <= 1.05",
-            result["rss_mib_after_requests"] / result["rss_mib_after_warmup"],
+            ratio(result["rss_mib_after_requests"], result["rss_mib_after_warmup"]),
             1.05,
             False,
         ),
@@ -81,7 +100,7 @@ def evaluate_targets(result: dict) -> list[dict]:
     targets.append(
         target(
             f"large JPEG at {large['clients']} clients: throughput / small JPEG's >= 0.5",
-            large["images_per_second"] / small["images_per_second"],
+            ratio(large["images_per_second"], small["images_per_second"]),
             0.5,
             True,
         )
@@ -89,7 +108,7 @@ def evaluate_targets(result: dict) -> list[dict]:
     targets += [
         target(
             f"ahead of {peer['name']} at every level and after the burst: lowest throughput ratio >= 1",
-            min(ratio["throughput_ratio"] for ratio in peer_ratios(result, peer)),
+            lowest_ratio(peer_ratios(result, peer)),
             1.0,
             True,
         )
@@ -101,7 +120,8 @@ def evaluate_targets(result: dict) -> list[dict]:
 def _level_rows(levels: list[dict], best: float) -> list[str]:
     return [
         f"| {lv['clients']} | {lv['images_per_second']:.1f} | {lv['images_per_second'] / best:.2f} | "
-        f"{lv['p50_ms']:.1f} | {lv['p90_ms']:.1f} | {lv['p99_ms']:.1f} | {lv['p99_ms'] / lv['p50_ms']:.2f} | "
+        f"{lv['p50_ms']:.1f} | {lv['p90_ms']:.1f} | {lv['p99_ms']:.1f} | "
+        f"{shown(ratio(lv['p99_ms'], lv['p50_ms']))} | "
         f"{lv['errors']} | {lv['client_cpu_share']:.1%} | {lv['server_cpu_share']:.1%} |"
         for lv in levels
     ]
@@ -117,7 +137,7 @@ def _protocol_rows(levels: list[dict]) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         *[
             f"| {lv['route']} (`{lv['path']}`) | {lv['images_per_second']:.1f} | "
-            f"{lv['throughput_ratio']:.2f} | {lv['p50_ms']:.1f} | {lv['p50_ratio']:.2f} | "
+            f"{shown(lv['throughput_ratio'])} | {lv['p50_ms']:.1f} | {shown(lv['p50_ratio'])} | "
             f"{lv['p99_ms']:.1f} | {lv['errors']} |"
             for lv in levels
         ],
@@ -163,7 +183,8 @@ def _peer_lines(result: dict, best: float, skipped: dict[str, str]) -> list[str]
             *[
                 f"| {'1 (after the burst)' if row['after_burst'] else row['clients']} | "
                 + " | ".join(
-                    f"{ratios[n][i]['throughput_ratio']:.2f} | {ratios[n][i]['p99_ratio']:.2f}" for n in names
+                    f"{shown(ratios[n][i]['throughput_ratio'])} | {shown(ratios[n][i]['p99_ratio'])}"
+                    for n in names
                 )
                 + " |"
                 for i, row in enumerate(ratios[names[0]])
@@ -232,7 +253,7 @@ def model_section(result: dict, figure: str, images: dict, skipped: dict[str, st
         "| target | measured | met |",
         "| --- | ---: | :---: |",
         *[
-            f"| {t['name']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |"
+            f"| {t['name']} | {shown(t['measured'], 3)} | {'yes' if t['met'] else '**no**'} |"
             for t in result["targets"]
         ],
         "",
