@@ -81,9 +81,7 @@ class HttpProcess:
     def start(self, timeout: float = 180) -> Self:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **self.environment()}
         started = time.perf_counter()
-        self.process = subprocess.Popen(
-            self.command(), env=env, stdout=subprocess.DEVNULL, start_new_session=True
-        )
+        self.process = subprocess.Popen(self.command(), env=env, stdout=subprocess.DEVNULL)
         while _get(f"{self.url}{self.ready_path}", timeout=1)[0] != 200:
             if self.process.poll() is not None:
                 raise RuntimeError(
@@ -121,9 +119,14 @@ class HttpProcess:
             raise
 
     def kill(self) -> None:
-        """The process and everything it started (its own session), so no worker outlives a run."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        """The process and every process under it, so no worker outlives a run.
+
+        By process id, not process group: BentoML's workers start sessions of their own, and an
+        orphaned one would keep the benchmark's output pipes open.
+        """
+        for pid in _descendants(self.process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.process.wait()
 
     def __enter__(self) -> Self:
