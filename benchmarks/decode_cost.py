@@ -9,7 +9,6 @@ and its `predict_pixels` per image at batch 1 and at `batch_size`.
 """
 
 import argparse
-import io
 import json
 import statistics
 import time
@@ -18,26 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
+from benchmarks.images import photo_jpeg
 from imaging.decode import decode
-
-
-def photo_jpeg(width: int = 4000, height: int = 3000, quality: int = 90, seed: int = 0) -> bytes:
-    """A photo-like JPEG: smooth colour regions and gradients with sensor-like noise (12 MP: ~3 MB).
-
-    Made at 1/8 size and upscaled, so it compresses as photos do, not as pure noise would.
-    """
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (height // 64 + 1, width // 64 + 1, 3), dtype=np.uint8)
-    base = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
-    y, x = np.mgrid[0:height, 0:width]
-    shading = ((x + y) * 64 // (width + height)).astype(np.int16)[..., np.newaxis]
-    grain = rng.integers(-5, 6, (height, width, 1), dtype=np.int16)
-    pixels = np.clip(np.asarray(base, np.int16) + shading + grain - 32, 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
 
 
 def median_ms(step: Callable[[], object], repeats: int) -> float:
