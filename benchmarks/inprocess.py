@@ -1,17 +1,15 @@
 """The in-process limit: decode + resize + the model, with no server in the way.
 
-Decoding is plain Pillow (open, convert to RGB), resizing and the model are the SavedModel's own
-`resize_image` and `predict_pixels` signatures: the work the service cannot avoid doing per image.
+Decoding is the service's own (`imaging.decode`, at reduced DCT scale for versions trained that
+way), resizing and the model are the SavedModel's own `resize_image` and `predict_pixels`
+signatures: the work the service cannot avoid doing per image.
 """
 
-import io
 import statistics
 import time
 from dataclasses import dataclass
 
-import numpy as np
-import tensorflow as tf
-from PIL import Image
+from benchmarks.peers.model import PeerModel
 
 
 @dataclass
@@ -40,17 +38,10 @@ class InProcessResult:
 def measure_in_process(
     version_dir: str, image_bytes: bytes, batch_sizes: list[int], seconds_per_size: float
 ) -> InProcessResult:
-    loaded = tf.saved_model.load(version_dir)
-    resize = loaded.signatures["resize_image"]
-    predict = loaded.signatures["predict_pixels"]
+    model = PeerModel(version_dir)
 
     def run(batch_size: int) -> None:
-        pixels = []
-        for _ in range(batch_size):
-            with Image.open(io.BytesIO(image_bytes)) as image:
-                rgb = np.asarray(image.convert("RGB"))
-            pixels.append(resize(image=tf.constant(rgb))["pixels"])
-        predict(pixels=tf.stack(pixels))["probabilities"].numpy()
+        model.predict([model.prepare(image_bytes) for _ in range(batch_size)])
 
     throughput = {}
     for batch_size in batch_sizes:

@@ -1,4 +1,8 @@
-"""The model as both peers call it: the service's decoder, the SavedModel's resize and predict."""
+"""The model outside the service, as the in-process limit and both peers call it.
+
+The service's own preprocessing: `imaging.decode` (at reduced DCT scale for versions trained that
+way), then the SavedModel's `resize_image`, then `predict_pixels`.
+"""
 
 import json
 import os
@@ -16,7 +20,11 @@ TOP_K = 5
 class PeerModel:
     def __init__(self, version_dir: str | None = None) -> None:
         path = Path(version_dir or os.environ["PEER_MODEL_DIR"])
-        self.labels = json.loads((path / "metadata.json").read_text())["labels"]
+        metadata = json.loads((path / "metadata.json").read_text())
+        self.labels = metadata["labels"]
+        spec = metadata["input"]
+        # Versions trained on DCT-scaled JPEGs are served that way (app/runtime/metadata.py): so here too.
+        self._size = (spec["height"], spec["width"]) if spec.get("jpeg_scaling") == "dct" else None
         loaded = tf.saved_model.load(str(path))
         self._loaded = loaded  # the signatures need the object kept alive
         self._resize = loaded.signatures["resize_image"]
@@ -24,11 +32,15 @@ class PeerModel:
 
     def prepare(self, source: bytes | BinaryIO | str | Path) -> np.ndarray:
         """Encoded image -> the model's input pixels, as the service prepares them."""
-        return self._resize(image=decode(source))["pixels"].numpy()
+        return self._resize(image=decode(source, size=self._size))["pixels"].numpy()
+
+    def predict(self, pixels: list[np.ndarray]) -> np.ndarray:
+        """One model call for all `pixels`: probabilities [len(pixels), classes]."""
+        return self._predict(pixels=np.stack(pixels))["probabilities"].numpy()
 
     def classify(self, pixels: list[np.ndarray]) -> list[list[dict]]:
         """One model call for all `pixels`; the top labels for each, highest score first."""
-        probabilities = self._predict(pixels=np.stack(pixels))["probabilities"].numpy()
+        probabilities = self.predict(pixels)
         return [
             [
                 {"label": self.labels[i], "index": int(i), "score": float(row[i])}
