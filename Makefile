@@ -69,8 +69,8 @@ demo-model: $(VENV)/.installed  ## Train the demo model unless a version already
 		$(MAKE) --no-print-directory train; \
 	fi
 
-$(VENV)/.peers-installed: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e ".[bench-peers]"
+$(VENV)/.peers-installed: $(VENV)/.installed constraints-peers.txt
+	$(PY) -m pip install --quiet -c constraints-peers.txt -e ".[bench-peers]"
 	touch $@
 
 install-peers: $(VENV)/.peers-installed  ## Add the benchmark's peers (BentoML) to .venv
