@@ -24,6 +24,7 @@ from typing import ClassVar, Self
 BOUNDARY = "wrk-benchmark-boundary"
 MULTIPART_HEADERS = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
 LUA_SCRIPT = Path(__file__).with_name("post_body.lua")
+BY_STATUS_SCRIPT = Path(__file__).with_name("by_status.lua")  # post_body.lua, plus latency by status
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -251,19 +252,23 @@ def predict_route(name: str, image: Path, files: int, body_file: Path) -> Route:
     return Route(name, "/predict", body_file, MULTIPART_HEADERS, images=files)
 
 
-def run_wrk(url: str, route: Route, connections: int, seconds: float) -> dict:
-    """One wrk run; returns its figures with the client's CPU seconds."""
+def run_wrk(url: str, route: Route, connections: int, seconds: float, by_status: bool = False) -> dict:
+    """One wrk run; returns its figures with the client's CPU seconds.
+
+    With `by_status`, wrk runs one connection per thread and times each answer itself
+    (by_status.lua): `by_status_us` then holds latency percentiles for each HTTP status.
+    """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
         [
             "wrk",
-            "-t1",
+            f"-t{connections if by_status else 1}",
             f"-c{connections}",
             f"-d{max(1, round(seconds))}s",
             "--timeout",
             "60s",
             "-s",
-            str(LUA_SCRIPT),
+            str(BY_STATUS_SCRIPT if by_status else LUA_SCRIPT),
             f"{url}{route.path}",
         ],
         capture_output=True,
@@ -271,12 +276,16 @@ def run_wrk(url: str, route: Route, connections: int, seconds: float) -> dict:
         check=True,
         env={
             **os.environ,
+            "BENCH_SCRIPT_DIR": str(LUA_SCRIPT.parent),
             "BENCH_BODY": str(route.body),
             "BENCH_HEADERS": "\n".join(f"{name}: {value}" for name, value in route.headers.items()),
         },
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    figures = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
+    figures: dict = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("{"):
+            figures.update(json.loads(line))
     figures["client_cpu_seconds"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return figures
 

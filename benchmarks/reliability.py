@@ -11,9 +11,7 @@ import asyncio
 import contextlib
 import io
 import json
-import os
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -21,10 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.load import Server
+from benchmarks.load import Route, Server, run_wrk
 
 BOUNDARY = "reliability-boundary"
-SCRIPTS = Path(__file__).parent
 
 
 def small_png(seed: int) -> bytes:
@@ -190,21 +187,10 @@ def hammer(server: Server, clients: int, images: int, seconds: float) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         body = Path(scratch) / "body.bin"
         body.write_bytes(predict_body(images))
-        result = subprocess.run(
-            ["wrk", f"-t{clients}", f"-c{clients}", f"-d{round(seconds)}s", "--timeout", "60s"]
-            + ["-s", str(SCRIPTS / "by_status.lua"), f"http://127.0.0.1:{server.port}/predict"],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={
-                **os.environ,
-                "BENCH_SCRIPT_DIR": str(SCRIPTS),
-                "BENCH_BODY": str(body),
-                "BENCH_HEADERS": f"Content-Type: multipart/form-data; boundary={BOUNDARY}",
-            },
-        )
-    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    figures, by_status = lines[0], lines[1]["by_status_us"]
+        headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+        route = Route("hammer", "/predict", body, headers, images=images)
+        figures = run_wrk(server.url, route, clients, seconds, by_status=True)
+    by_status = figures["by_status_us"]
     seconds_run = figures["duration_us"] / 1e6
     ms = {status: {q: v["p" + q] / 1000 for q in ("50", "90", "99")} for status, v in by_status.items()}
     return {
