@@ -12,6 +12,7 @@ from typing import BinaryIO
 import numpy as np
 import tensorflow as tf
 
+from app.runtime.metadata import ModelMetadata
 from imaging.decode import decode
 
 TOP_K = 5
@@ -22,9 +23,8 @@ class PeerModel:
         path = Path(version_dir or os.environ["PEER_MODEL_DIR"])
         metadata = json.loads((path / "metadata.json").read_text())
         self.labels = metadata["labels"]
-        spec = metadata["input"]
-        # Versions trained on DCT-scaled JPEGs are served that way (app/runtime/metadata.py): so here too.
-        self._size = (spec["height"], spec["width"]) if spec.get("jpeg_scaling") == "dct" else None
+        # Versions trained on DCT-scaled JPEGs are decoded that way, as the service and evaluate do.
+        self._size = ModelMetadata.model_validate(metadata).input.decode_size
         loaded = tf.saved_model.load(str(path))
         self._loaded = loaded  # the signatures need the object kept alive
         self._resize = loaded.signatures["resize_image"]
