@@ -1,7 +1,9 @@
 """Dynamic batching: images of concurrent requests merged into batches for one inference thread.
 
-Requests are admitted up to MAX_QUEUE_SIZE images, then decode their images (elsewhere) and queue
-the pixels. The inference thread takes the queue in arrival order, so latency is fair under load.
+Requests are admitted up to MAX_QUEUE_SIZE images, then decode their images on a pool of threads;
+the thread that finishes a request's last image queues its pixels, so the inference thread is woken
+without a trip through the event loop. The inference thread takes the queue in arrival order, so
+latency is fair under load.
 It starts a batch as soon as one of these holds:
 - the queue holds MAX_BATCH_SIZE images;
 - no admitted image is still being decoded: nothing else is on its way, so waiting would only
@@ -15,10 +17,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +36,7 @@ BatchObserver = Callable[[int, float], None]
 
 @dataclass(eq=False)
 class _Item:
-    pixels: np.ndarray
+    pixels: np.ndarray | None  # None while its image is being decoded
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     expires_at: float
@@ -92,9 +96,12 @@ class Batcher:
         try:
             yield admission
         finally:
-            self._release(admission.unqueued)
             with self._condition:
+                admission.closed = True  # images still being decoded will not be queued
+                self._incoming -= admission.unqueued
+                admission.unqueued = 0
                 self.admissions -= 1
+                self._condition.notify()
 
     def close(self) -> None:
         """Finish the images already queued, then stop the inference thread."""
@@ -103,25 +110,28 @@ class Batcher:
             self._condition.notify()
         self._thread.join()
 
-    def _release(self, count: int) -> None:
-        if count:
-            with self._condition:
-                self._incoming -= count
-                self._condition.notify()
-
-    def _enqueue(self, items: list[_Item]) -> None:
+    def _enqueue(self, admission: "Admission", items: list[_Item]) -> None:
         with self._condition:
-            self._incoming -= len(items)
-            if self._closing:
-                self._deliver(items, [ModelNotReady("The service is shutting down")] * len(items))
-                return
-            self._queue.extend(items)
-            self._condition.notify()
+            self._enqueue_locked(admission, items)
 
-    def _withdraw(self, items: list[_Item]) -> None:
-        """Take the images of a request that was cancelled out of the queue."""
+    def _enqueue_locked(self, admission: "Admission", items: list[_Item]) -> None:
+        self._incoming -= len(items)
+        admission.unqueued -= len(items)
+        if self._closing:
+            self._deliver(items, [ModelNotReady("The service is shutting down")] * len(items))
+            return
+        now = time.monotonic()
+        for item in items:
+            item.queued_at = now  # BATCH_TIMEOUT_MS counts from here, not from before decoding
+        self._queue.extend(items)
+        self._condition.notify()
+
+    def _withdraw(self, admission: "Admission", items: list[_Item]) -> None:
+        """Take the images of a request that was cancelled out of the queue, and keep the ones still
+        being decoded out of it."""
         gone = set(items)
         with self._condition:
+            admission.closed = True
             self._queue = deque(item for item in self._queue if item not in gone)
 
     def _run(self) -> None:
@@ -191,12 +201,18 @@ class Batcher:
 
 
 class Admission:
-    """Room reserved in the batcher for the images of one request."""
+    """Room reserved in the batcher for the images of one request.
+
+    `unqueued` and `closed` change under the batcher's lock: decoder threads queue images too.
+    """
 
     def __init__(self, batcher: Batcher, count: int, expires_at: float) -> None:
         self._batcher = batcher
         self.unqueued = count
+        self.closed = False
         self._expires_at = expires_at
+        self._decoding = 0
+        self._errors: dict[int, BaseException] = {}
 
     async def predict(self, pixels: list[np.ndarray]) -> list[np.ndarray]:
         """Queue the images' pixels and wait for their probabilities, in the same order."""
@@ -204,15 +220,63 @@ class Admission:
             raise ValueError(f"{len(pixels)} images for {self.unqueued} admitted")
         loop = asyncio.get_running_loop()
         items = [_Item(p, loop.create_future(), loop, self._expires_at) for p in pixels]
-        self._batcher._enqueue(items)
-        self.unqueued -= len(items)
+        self._batcher._enqueue(self, items)
+        return await self._results(items)
+
+    async def prepare_and_predict(
+        self, decoders: Executor, prepare: Callable[[Any], np.ndarray], inputs: Sequence[Any]
+    ) -> list[np.ndarray]:
+        """Run `prepare` on each input on the `decoders` pool and wait for the probabilities of the
+        pixels it returns, in input order.
+
+        The thread that prepares the last input queues all of them for the inference thread: one
+        thread hand-off per request instead of two through the event loop. If any `prepare`
+        raises, nothing is queued and this raises the error of the first failed input.
+        """
+        if len(inputs) > self.unqueued or self._decoding:
+            raise ValueError(f"{len(inputs)} images for {self.unqueued} admitted")
+        loop = asyncio.get_running_loop()
+        items = [_Item(None, loop.create_future(), loop, self._expires_at) for _ in inputs]
+        self._decoding = len(items)
+        for index, (item, given) in enumerate(zip(items, inputs, strict=True)):
+            decoders.submit(self._prepare, prepare, given, index, item, items)
+        return await self._results(items)
+
+    def _prepare(
+        self, prepare: Callable[[Any], np.ndarray], given: Any, index: int, item: _Item, items: list[_Item]
+    ) -> None:
+        """On a decoder thread: prepare one input; the last one of the request queues them all."""
+        try:
+            item.pixels = prepare(given)
+        except Exception as error:  # an invalid image, or a bug: the request answers it either way
+            failed: BaseException | None = error
+        else:
+            failed = None
+        batcher = self._batcher
+        with batcher._condition:
+            if failed is not None:
+                self._errors[index] = failed
+            self._decoding -= 1
+            if self._decoding or self.closed:  # more to come, or the request is gone (cancelled)
+                return
+            if self._errors:  # the room is given back when the request leaves `admit`
+                first = self._errors[min(self._errors)]
+                batcher._deliver(items, [first] * len(items))
+                return
+            batcher._enqueue_locked(self, items)
+
+    async def _results(self, items: list[_Item]) -> list[np.ndarray]:
         try:
             if len(items) == 1:  # the common case, without gather's bookkeeping
                 return [await items[0].future]
-            return list(await asyncio.gather(*(item.future for item in items)))
+            outcomes = await asyncio.gather(*(item.future for item in items), return_exceptions=True)
         except asyncio.CancelledError:  # the client is gone: nobody will read these answers
-            self._batcher._withdraw(items)
+            self._batcher._withdraw(self, items)
             raise
+        for outcome in outcomes:  # the first error in input order
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes
 
 
 def _resolve(outcomes: list[tuple[asyncio.Future, object]]) -> None:

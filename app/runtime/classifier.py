@@ -1,6 +1,5 @@
 """One served model version: the loaded model behind its own batcher, decoding on a shared pool."""
 
-import asyncio
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
@@ -74,18 +73,7 @@ class Classifier:
         too long, and an `InvalidImage` for an upload that cannot be decoded.
         """
         with self._admit(len(uploads)) as admission:
-            loop = asyncio.get_running_loop()
-            if len(uploads) == 1:  # the common case, without gather's bookkeeping
-                decoded = [await loop.run_in_executor(self._decoders, self._prepare, uploads[0])]
-                return await admission.predict(decoded)
-            outcomes = await asyncio.gather(
-                *(loop.run_in_executor(self._decoders, self._prepare, upload) for upload in uploads),
-                return_exceptions=True,
-            )
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            return await admission.predict(outcomes)
+            return await admission.prepare_and_predict(self._decoders, self._prepare, uploads)
 
     async def classify_pixels(self, pixels: np.ndarray) -> list[np.ndarray]:
         """Probabilities for each image of `pixels`: float32 [images, height, width, 3], RGB in 0..255,

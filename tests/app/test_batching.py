@@ -4,6 +4,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -225,6 +226,77 @@ def test_images_of_a_cancelled_request_are_withdrawn(make_batcher, recorder):
     within_deadline(run())
 
     assert recorder.batches == [[1], [3]]
+
+
+@pytest.fixture
+def decoders() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(2, thread_name_prefix="decode") as pool:
+        yield pool
+
+
+def test_images_prepared_on_the_pool_come_back_in_input_order(make_batcher, recorder, model, decoders):
+    batcher = make_batcher()
+
+    async def run() -> list[np.ndarray]:
+        with batcher.admit(3) as admission:
+            return await admission.prepare_and_predict(decoders, image, [4, 5, 6])
+
+    results = within_deadline(run())
+
+    assert recorder.batches == [[4, 5, 6]]  # queued together by the thread that prepared the last
+    expected = model.predict(np.stack([image(v) for v in (4, 5, 6)]))
+    np.testing.assert_allclose(np.stack(results), expected, atol=1e-5)
+    assert batcher.depth == 0
+
+
+def test_a_request_whose_image_cannot_be_prepared_queues_none_of_its_images(make_batcher, recorder, decoders):
+    batcher = make_batcher()
+
+    def prepare(value: int) -> np.ndarray:
+        if value >= 2:
+            raise ValueError(f"bad image {value}")
+        return image(value)
+
+    async def run() -> None:
+        with batcher.admit(4) as admission:
+            await admission.prepare_and_predict(decoders, prepare, [1, 2, 3, 0])
+
+    with pytest.raises(ValueError, match="bad image 2"):  # the first bad one in upload order
+        within_deadline(run())
+    assert recorder.batches == []  # the model never spent time on the good ones
+    assert batcher.depth == 0
+    within_deadline(predict_one(batcher, image(9)))
+    assert recorder.batches == [[9]]
+
+
+def test_a_request_cancelled_while_its_images_are_prepared_is_never_queued(make_batcher, recorder):
+    batcher = make_batcher()
+    decoders = ThreadPoolExecutor(1)  # one thread: what is submitted after runs after
+    decoding, finish = threading.Event(), threading.Event()
+
+    def prepare(value: int) -> np.ndarray:
+        decoding.set()
+        finish.wait(DEADLINE_S)
+        return image(value)
+
+    async def run() -> None:
+        with batcher.admit(1) as admission:
+            abandoned = asyncio.ensure_future(admission.prepare_and_predict(decoders, prepare, [1]))
+            await asyncio.to_thread(decoding.wait, DEADLINE_S)
+            abandoned.cancel()  # as when its client disconnects
+            with pytest.raises(asyncio.CancelledError):
+                await abandoned
+        assert batcher.depth == 0  # its room is free while the decoder still works on it
+        finish.set()
+        await asyncio.to_thread(decoders.submit(lambda: None).result, DEADLINE_S)  # the decoder is done
+        await predict_one(batcher, image(3))
+
+    try:
+        within_deadline(run())
+    finally:
+        decoders.shutdown()
+
+    assert recorder.batches == [[3]]
 
 
 def test_close_finishes_queued_images_then_refuses_new_ones(make_batcher, recorder):
