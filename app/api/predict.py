@@ -5,12 +5,13 @@ from collections.abc import Coroutine
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from app.api.deps import ClassifierDep
 from app.api.problems import PROBLEM_RESPONSES
+from app.api.uploads import read_uploads, upload_body
 from app.errors import RequestAbandoned
 
 router = APIRouter(tags=["inference"])
@@ -101,14 +102,17 @@ def top_predictions(probabilities: np.ndarray, labels: list[str], k: int) -> lis
     return [Prediction(label=labels[i], index=i, score=scores[i]) for i in best]
 
 
-@router.post("/predict", summary="Classify images", responses=PROBLEM_RESPONSES)
+@router.post(
+    "/predict",
+    summary="Classify images",
+    responses=PROBLEM_RESPONSES,
+    openapi_extra=upload_body(
+        "file", "One or more images (JPEG, PNG, GIF, BMP or WebP), each a part named `file`."
+    ),
+)
 async def predict(
     request: Request,
     classifier: ClassifierDep,
-    file: Annotated[
-        list[UploadFile],
-        File(description="One or more images (JPEG, PNG, GIF, BMP or WebP), each a part named `file`."),
-    ],
     top_k: Annotated[
         int | None,
         Query(
@@ -132,12 +136,12 @@ async def predict(
             ]
         )
     k = top_k or min(DEFAULT_TOP_K, len(labels))
-    uploads = [(upload.filename or "", upload.file) for upload in file]
+    uploads = await read_uploads(request, "file")
     probabilities = await unless_abandoned(request, classifier.classify(uploads))
     return PredictResponse(
         model=ModelRef(name=classifier.model.name, version=classifier.model.version),
         results=[
-            FileResult(filename=upload.filename or "", predictions=top_predictions(p, labels, k))
-            for upload, p in zip(file, probabilities, strict=True)
+            FileResult(filename=filename, predictions=top_predictions(p, labels, k))
+            for (filename, _), p in zip(uploads, probabilities, strict=True)
         ],
     )

@@ -164,6 +164,45 @@ def test_a_request_with_no_body_at_all_is_refused(client):
     assert response.json()["detail"] == "body.file: Field required"
 
 
+def test_a_text_field_in_place_of_a_file_is_named(client):
+    response = client.post("/predict", files=[("file", (None, "cat.jpg")), ("other", ("a.png", png()))])
+
+    message = "Expected a file (a part with a filename), received a text field"
+    problem(
+        response,
+        422,
+        URN + "invalid-request",
+        "Invalid request",
+        f"body.file.0: {message}",
+        errors=[{"loc": ["body", "file", 0], "msg": message, "type": "value_error"}],
+    )
+
+
+@pytest.mark.parametrize(
+    "content_type, body, detail",
+    [
+        ("multipart/form-data", b"--x\r\n", "Missing boundary in multipart."),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; filename="a.png"\r\n\r\nabc\r\n--x--\r\n',
+            'The Content-Disposition header field "name" must be provided.',
+        ),
+        ("multipart/form-data; boundary=x", b"preamble\r\n--x\r\n", "Invalid multipart data."),
+    ],
+)
+def test_a_malformed_multipart_body_is_named(client, content_type, body, detail):
+    response = client.post("/predict", content=body, headers={"content-type": content_type})
+
+    problem(response, 400, "about:blank", "Bad Request", detail)
+
+
+def test_non_file_parts_and_a_utf8_filename_are_taken_as_sent(client):
+    response = client.post("/predict", files=[("note", (None, "hello")), ("file", ("über ✓.png", png()))])
+
+    assert response.status_code == 200
+    assert [r["filename"] for r in response.json()["results"]] == ["über ✓.png"]
+
+
 def test_a_file_that_is_not_an_image_is_named(client):
     response = client.post("/predict", files=files(("notes.txt", b"remember the milk")))
 
