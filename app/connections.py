@@ -8,7 +8,9 @@ time (slowloris) holds its connection for ever. `guarded_protocol` adds both bou
 It also sheds load at the door: an inference request whose queue is full is answered 503 as soon
 as its headers are parsed, without starting the app. Under overload most requests are refused,
 and each refusal through the app's middleware stack cost the event loop as much as the requests
-being served were waiting for (docs/reliability.md).
+being served were waiting for (docs/reliability.md). A refused request with a small body keeps its
+connection: the parser skips the body, and a client that retries does not pay for a new
+connection, nor the event loop for accepting it.
 """
 
 import json
@@ -20,6 +22,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 Door = Callable[[dict], Response | None]  # the app's refusal for a request scope, if any
+
+# A refused request's body up to this size is skipped to keep the connection; a larger one (or one
+# of unknown size) is not worth receiving, and the connection is closed instead.
+MAX_SKIPPED_BODY_BYTES = 1024 * 1024
 
 TOO_LARGE = {
     "type": "about:blank",
@@ -81,14 +87,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(cycle, response)
 
     def _refuse(self, cycle: RequestResponseCycle, response: Response) -> None:
-        """Write `response` and close, leaving the body unread, as the app's own 503 would."""
+        """Write `response` unread. Keep the connection when its body is small enough to skip (the
+        parser drops it), else close it, as the app's own 503 does."""
         cycle.response_complete = True  # the parser now drops the body
+        keep_alive = cycle.keep_alive and not self.expect_100_continue and _small_body(cycle.scope)
         status = response.status_code
         head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
         for name, value in [*self.server_state.default_headers, *response.raw_headers]:
-            head.append(name + b": " + value + b"\r\n")
+            if name != b"connection":
+                head.append(name + b": " + value + b"\r\n")
+        if not keep_alive:
+            head.append(b"connection: close\r\n")
         self.transport.write(b"".join(head) + b"\r\n" + response.body)
-        self.transport.close()
+        if keep_alive:
+            self.on_response_complete()  # the keep-alive timer, or the next pipelined request
+        else:
+            self.transport.close()
         if self.access_log:
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',
@@ -146,6 +160,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.write(head.encode() + body.encode())
         self.transport.close()
+
+
+def _small_body(scope: dict) -> bool:
+    """Whether the request declares a body of at most MAX_SKIPPED_BODY_BYTES (chunked ones do not)."""
+    headers = dict(scope["headers"])
+    if b"transfer-encoding" in headers:
+        return False
+    declared = headers.get(b"content-length", b"0")
+    return declared.isdigit() and int(declared) <= MAX_SKIPPED_BODY_BYTES
 
 
 def guarded_protocol(

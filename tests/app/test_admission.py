@@ -1,5 +1,6 @@
 """Shedding at the door (app/api/admission.py): a full queue refuses before the body is read."""
 
+import http.client
 import socket
 
 import httpx
@@ -103,7 +104,7 @@ def test_a_real_server_sheds_at_the_http_protocol_with_keys_checked_first(model_
     detail = "0 images are waiting for the model and 2 requests are being received; MAX_QUEUE_SIZE is 2"
     problem(shed, 503, OVERLOADED, "Overloaded", detail)
     assert shed.headers["retry-after"] == "1"
-    assert shed.headers["connection"] == "close"
+    assert "connection" not in shed.headers  # the protocol's door, not the middleware's: kept alive
     assert unauthorised.status_code == 401  # a request without a key learns nothing of the load
     assert answers == [200, 200]
     assert after.status_code == 200
@@ -113,3 +114,72 @@ def test_a_real_server_sheds_at_the_http_protocol_with_keys_checked_first(model_
 
 def read_response_status(connection: socket.socket) -> int:
     return int(connection.recv(65536).split(b" ", 2)[1])
+
+
+def test_a_connection_refused_at_the_door_serves_its_next_request_after_the_skipped_body(
+    model_repository, tmp_path
+):
+    """Refusing unread must keep the connection in step: the next request starts after the body."""
+    body = multipart("a.png", png())
+    post = (
+        f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
+    ).encode() + body
+    huge = (
+        b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Length: 50000000\r\n"
+        + f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n".encode()
+    )
+    with running_server(
+        model_repository, tmp_path / "server.log", MAX_QUEUE_SIZE="1", MAX_FILES="1"
+    ) as server:
+        waiting = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        waiting.sendall(post[:-10])  # an upload in progress fills the queue of one
+        wait_for(lambda: metric(server, "http_requests_in_progress") == 2, "one upload in progress")
+
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as connection:
+            connection.sendall(post + post)  # two requests back to back, both refused
+            first, second = read_responses(connection, 2)
+            waiting.sendall(post[-10:])  # the queue empties
+            (answered,) = read_responses(waiting, 1)
+            connection.sendall(post)
+            (third,) = read_responses(connection, 1)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as connection:
+            waiting.sendall(post[:-10])
+            wait_for(lambda: metric(server, "http_requests_in_progress") == 2, "one upload in progress")
+            connection.sendall(huge)  # too large to skip: refused, and the connection closed
+            (refused_huge,) = read_responses(connection, 1)
+            assert connection.recv(1) == b""
+        waiting.close()
+
+    assert [first.status, second.status, answered.status, third.status] == [503, 503, 200, 200]
+    assert first.getheader("connection") is None and second.getheader("connection") is None
+    assert refused_huge.status == 503 and refused_huge.getheader("connection") == "close"
+
+
+def read_responses(connection: socket.socket, count: int) -> list[http.client.HTTPResponse]:
+    """`count` responses read in turn from one connection, each with its body."""
+    reader = _Reader(connection)
+    responses = []
+    for _ in range(count):
+        response = http.client.HTTPResponse(reader)  # type: ignore[arg-type]
+        response.begin()
+        response.read()
+        responses.append(response)
+    return responses
+
+
+class _Reader:
+    """A socket as http.client reads it: one buffered file for every response on the connection,
+    which a response does not close when it has read its body."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self.file = connection.makefile("rb")
+
+    def makefile(self, mode: str) -> "_Reader":
+        return self
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.file, name)
+
+    def close(self) -> None:
+        pass
