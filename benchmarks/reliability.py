@@ -179,17 +179,18 @@ async def overload(port: int, clients: int, images: int, seconds: float, honour_
     }
 
 
-def hammer(server: Server, clients: int, images: int, seconds: float) -> dict:
+def hammer(server: Server, clients: int, images: int, seconds: float, once: bool = False) -> dict:
     """`clients` closed-loop clients posting `images` PNGs each, never waiting: driven by wrk, which
     times each answer itself (by_status.lua), so that 503s and 200s are told apart by a client
     that costs little of the two cores. (The asyncio client above, against a server that answers
-    503 at once, itself needs hundreds of milliseconds to send and read a few hundred requests.)"""
+    503 at once, itself needs hundreds of milliseconds to send and read a few hundred requests.)
+    With `once`, each client sends one request: the burst, sent by wrk's threads at once."""
     with tempfile.TemporaryDirectory() as scratch:
         body = Path(scratch) / "body.bin"
         body.write_bytes(predict_body(images))
         headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
         route = Route("hammer", "/predict", body, headers, images=images)
-        figures = run_wrk(server.url, route, clients, seconds, by_status=True)
+        figures = run_wrk(server.url, route, clients, seconds, by_status=True, once=once)
     by_status = figures["by_status_us"]
     seconds_run = figures["duration_us"] / 1e6
     ms = {status: {q: v["p" + q] / 1000 for q in ("50", "90", "99")} for status, v in by_status.items()}
@@ -289,6 +290,8 @@ def run(args: argparse.Namespace, cwd: str | None) -> dict:
         return {
             "burst": asyncio.run(burst(server.port, args.burst, args.images)),
             "burst_client_floor": asyncio.run(client_floor(args.burst, args.images)),
+            # wrk runs on until `seconds`; the admitted requests of the burst need a few of them.
+            "burst_wrk": hammer(server, args.burst, args.images, args.seconds, once=True),
             "overload_hammering": asyncio.run(
                 overload(server.port, args.clients, args.images, args.seconds, honour_retry_after=False)
             ),
