@@ -109,6 +109,6 @@ def test_the_pod_runs_hardened(k8s):
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
-    # The read-only root leaves /tmp (spooled uploads) writable through an emptyDir.
+    # The read-only root leaves /tmp (the libraries' temporary files) writable through an emptyDir.
     assert {"name": "tmp", "mountPath": "/tmp"} in container(k8s)["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}} in pod["volumes"]
