@@ -94,8 +94,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         status = response.status_code
         head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
         for name, value in [*self.server_state.default_headers, *response.raw_headers]:
-            if name != b"connection":
-                head.append(name + b": " + value + b"\r\n")
+            head.append(name + b": " + value + b"\r\n")
         if not keep_alive:
             head.append(b"connection: close\r\n")
         self.transport.write(b"".join(head) + b"\r\n" + response.body)

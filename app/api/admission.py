@@ -104,12 +104,10 @@ class Door:
         return response
 
     def shed(self, scope: Scope, route: str, batcher: Batcher, error: Overloaded) -> Response:
-        """The 503 answering `error`, unread."""
+        """The 503 answering `error`; whoever sends it decides whether the connection stays."""
         # Not routed: name the route, which the metrics would otherwise count as unmatched.
         scope["route"] = SimpleNamespace(path=route)
-        response = service_error_response(Request(scope), error)
-        response.headers["connection"] = "close"  # the body stays unread
-        return response
+        return service_error_response(Request(scope), error)
 
     @contextmanager
     def entered(self, batcher: Batcher) -> Iterator[None]:
@@ -137,6 +135,7 @@ class ShedWhenFull:
         route, batcher, error = decision
         if error is not None:
             response = self.door.shed(scope, route, batcher, error)
+            response.headers["connection"] = "close"  # the body stays unread
             await response(scope, receive, send)
             return
         with self.door.entered(batcher):

@@ -238,16 +238,16 @@ class Admission:
         loop = asyncio.get_running_loop()
         items = [_Item(None, loop.create_future(), loop, self._expires_at) for _ in inputs]
         self._decoding = len(items)
-        for index, (item, given) in enumerate(zip(items, inputs, strict=True)):
-            decoders.submit(self._prepare, prepare, given, index, item, items)
+        for index, given in enumerate(inputs):
+            decoders.submit(self._prepare, prepare, given, index, items)
         return await self._results(items)
 
     def _prepare(
-        self, prepare: Callable[[Any], np.ndarray], given: Any, index: int, item: _Item, items: list[_Item]
+        self, prepare: Callable[[Any], np.ndarray], given: Any, index: int, items: list[_Item]
     ) -> None:
-        """On a decoder thread: prepare one input; the last one of the request queues them all."""
+        """On a decoder thread: prepare input `index`; the last one of the request queues them all."""
         try:
-            item.pixels = prepare(given)
+            items[index].pixels = prepare(given)
         except Exception as error:  # an invalid image, or a bug: the request answers it either way
             failed: BaseException | None = error
         else:
