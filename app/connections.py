@@ -10,18 +10,30 @@ as its headers are parsed, without starting the app. Under overload most request
 and each refusal through the app's middleware stack cost the event loop as much as the requests
 being served were waiting for (docs/reliability.md). A refused request with a small body keeps its
 connection: the parser skips the body, and a client that retries does not pay for a new
-connection, nor the event loop for accepting it.
+connection, nor the event loop for accepting it. A request let in is counted by the door from that
+moment until its app task ends: a burst whose headers are read in one turn of the event loop is
+decided in that turn, before any of its app tasks has run.
 """
 
 import json
-from collections.abc import Callable
 from http import HTTPStatus
+from typing import Protocol
 
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
-Door = Callable[[dict], Response | None]  # the app's refusal for a request scope, if any
+
+class Door(Protocol):
+    """The app's admission at the door (app/api/admission.py)."""
+
+    def refusal(self, scope: dict) -> Response | None:
+        """The answer to refuse a request with, unread; None lets it in (counted until `leave`)."""
+
+    def leave(self, scope: dict) -> None:
+        """A request that `refusal` let in has finished."""
+
 
 # A refused request's body up to this size is skipped to keep the connection; a larger one (or one
 # of unknown size) is not worth receiving, and the connection is closed instead.
@@ -80,9 +92,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.door is None:
             super()._start_asgi_task(cycle, app)
             return
-        response = self.door(cycle.scope)
+        response = self.door.refusal(cycle.scope)
         if response is None:
-            super()._start_asgi_task(cycle, app)
+            super()._start_asgi_task(cycle, _leaving(app, self.door))
         else:
             self._refuse(cycle, response)
 
@@ -161,6 +173,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+def _leaving(app: ASGIApp, door: Door) -> ASGIApp:
+    """`app`, telling the door when it has finished with a request."""
+
+    async def app_then_leave(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        finally:
+            door.leave(scope)
+
+    return app_then_leave
+
+
 def _small_body(scope: dict) -> bool:
     """Whether the request declares a body of at most MAX_SKIPPED_BODY_BYTES (chunked ones do not)."""
     headers = dict(scope["headers"])
@@ -180,6 +204,6 @@ def guarded_protocol(
         {
             "header_timeout_s": header_timeout_s,
             "max_header_bytes": max_header_bytes,
-            "door": None if door is None else staticmethod(door),
+            "door": door,
         },
     )

@@ -3,11 +3,12 @@
 Without this, an overloaded service read and parsed every upload before the queue refused it,
 and the refusals queued behind that work on the event loop (a median 503 of about 2 s at 384
 concurrent requests). Requests past the door and not yet admitted (bodies being received or
-parsed) count as one image each, so a burst that arrives together is shed at the door too, not
-only once the queue is full. Only the path and query are read: which version a request targets is
-known before its body.
+parsed) count as many images as recent requests brought on average, so a burst that arrives
+together is shed at the door too, not only once the queue is full. Only the path and query are
+read: which version a request targets is known before its body.
 """
 
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -25,6 +26,9 @@ from app.api.problems import service_error_response
 from app.errors import Overloaded, ServiceError
 from app.runtime.batcher import Batcher
 from app.runtime.server import ModelServer
+
+# The scope key under which the HTTP protocol's door notes the queue of a request it let in and counted.
+COUNTED_AT_DOOR = "app.door.counted"
 
 # The inference routes of the three APIs, and the route template each is counted under in /metrics.
 INFERENCE_ROUTES = [
@@ -84,24 +88,45 @@ class Door:
         if wanted is None or batcher is None:
             return None
         not_yet_admitted = max(self.in_flight.get(batcher, 0) - batcher.admissions, 0)
-        if batcher.has_room(not_yet_admitted + 1):
+        expected = math.ceil((not_yet_admitted + 1) * batcher.images_per_request)
+        if batcher.has_room(expected):
             return wanted[0], batcher, None
+        receiving = (
+            f" and {not_yet_admitted} requests are being received (lately "
+            f"{batcher.images_per_request:.1f} images per request)"
+            if not_yet_admitted
+            else ""
+        )
         error = Overloaded(
-            f"{batcher.depth} images are waiting for the model and {not_yet_admitted} requests are "
-            f"being received; MAX_QUEUE_SIZE is {batcher.max_queue_size}"
+            f"{batcher.depth} images are waiting for the model{receiving}; "
+            f"MAX_QUEUE_SIZE is {batcher.max_queue_size}"
         )
         return wanted[0], batcher, error
 
     def refusal(self, scope: Scope) -> Response | None:
         """The 503 for a request to shed before any of the app runs, counted in the metrics as the
-        app would; None to leave the request to the app (keys are checked first, as the app does)."""
+        app would; None to leave the request to the app (keys are checked first, as the app does).
+
+        An inference request let in is counted from here, not from when its app task first runs:
+        requests whose headers arrive together are decided together, before any of their tasks has
+        run. It stays counted until `leave(scope)`, and the middleware does not count it again."""
         started = time.perf_counter()
         decision = self.check(scope)
-        if decision is None or decision[2] is None or not self.keys.admits(scope):
+        if decision is None or not self.keys.admits(scope):
             return None
-        response = self.shed(scope, *decision)
-        self.state.metrics.observe_request(decision[0], scope["method"], 503, time.perf_counter() - started)
+        route, batcher, error = decision
+        if error is None:
+            self._enter(batcher)
+            scope[COUNTED_AT_DOOR] = batcher
+            return None
+        response = self.shed(scope, route, batcher, error)
+        self.state.metrics.observe_request(route, scope["method"], 503, time.perf_counter() - started)
         return response
+
+    def leave(self, scope: Scope) -> None:
+        """The request that `refusal` let in has finished."""
+        if (batcher := scope.pop(COUNTED_AT_DOOR, None)) is not None:
+            self._leave(batcher)
 
     def shed(self, scope: Scope, route: str, batcher: Batcher, error: Overloaded) -> Response:
         """The 503 answering `error`; whoever sends it decides whether the connection stays."""
@@ -111,13 +136,19 @@ class Door:
 
     @contextmanager
     def entered(self, batcher: Batcher) -> Iterator[None]:
-        self.in_flight[batcher] = self.in_flight.get(batcher, 0) + 1
+        self._enter(batcher)
         try:
             yield
         finally:
-            self.in_flight[batcher] -= 1
-            if not self.in_flight[batcher]:
-                del self.in_flight[batcher]  # an unloaded version's queue is not kept alive
+            self._leave(batcher)
+
+    def _enter(self, batcher: Batcher) -> None:
+        self.in_flight[batcher] = self.in_flight.get(batcher, 0) + 1
+
+    def _leave(self, batcher: Batcher) -> None:
+        self.in_flight[batcher] -= 1
+        if not self.in_flight[batcher]:
+            del self.in_flight[batcher]  # an unloaded version's queue is not kept alive
 
 
 class ShedWhenFull:
@@ -128,7 +159,8 @@ class ShedWhenFull:
         self.door = door
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        decision = self.door.check(scope) if scope["type"] == "http" else None
+        counted = scope["type"] != "http" or COUNTED_AT_DOOR in scope  # the protocol's door let it in
+        decision = None if counted else self.door.check(scope)
         if decision is None:
             await self.app(scope, receive, send)
             return

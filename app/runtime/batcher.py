@@ -31,6 +31,8 @@ from app.errors import InferenceFailed, ModelNotReady, Overloaded, RequestTimedO
 logger = logging.getLogger(__name__)
 
 Predict = Callable[[np.ndarray], np.ndarray]
+# How much each request moves `Batcher.images_per_request`: about the last ten requests count.
+RECENT_WEIGHT = 0.2
 BatchObserver = Callable[[int, float], None]
 
 
@@ -66,6 +68,9 @@ class Batcher:
         self._queue: deque[_Item] = deque()
         self._incoming = 0  # admitted images not queued yet: still being decoded
         self.admissions = 0  # requests holding room, from `admit` to its exit
+        # Images per request, averaged over recent requests: what a request not read yet will likely
+        # ask for (the door's guess, app/api/admission.py). 1 until requests have been seen.
+        self.images_per_request = 1.0
         self.failures = 0  # model calls that raised (the metrics read it)
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
@@ -84,6 +89,7 @@ class Batcher:
     def admit(self, count: int) -> Iterator["Admission"]:
         """Reserve room for `count` images, or raise `Overloaded`; the room is freed on exit."""
         with self._condition:
+            self.images_per_request += RECENT_WEIGHT * (count - self.images_per_request)
             if self._closing:
                 raise ModelNotReady("The service is shutting down")
             if self.depth + count > self.max_queue_size:

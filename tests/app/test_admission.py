@@ -1,6 +1,7 @@
 """Shedding at the door (app/api/admission.py): a full queue refuses before the body is read."""
 
 import http.client
+import json
 import socket
 
 import httpx
@@ -23,7 +24,7 @@ def test_a_full_queue_sheds_inference_requests_unread_with_retry_after(make_sett
             other_routes = [client.get(path).status_code for path in ("/healthz", "/model", "/metrics")]
         admitted = client.post("/predict", files=files(("a.png", png())))
 
-    detail = "16 images are waiting for the model and 0 requests are being received; MAX_QUEUE_SIZE is 16"
+    detail = "16 images are waiting for the model; MAX_QUEUE_SIZE is 16"
     problem(shed, 503, OVERLOADED, "Overloaded", detail)
     assert shed.headers["retry-after"] == "1"
     assert shed.headers["connection"] == "close"  # its body was never read
@@ -40,6 +41,33 @@ def test_a_request_the_queue_has_room_for_at_the_door_is_still_checked_for_all_i
 
     detail = "14 images are waiting for the model; MAX_QUEUE_SIZE is 16"
     problem(response, 503, OVERLOADED, "Overloaded", detail)
+
+
+def test_requests_decided_together_at_the_door_are_each_counted_as_they_are_let_in(make_settings):
+    """The HTTP protocol asks the door as each request's headers are read, so requests read in one
+    turn of the event loop are decided before any of their app tasks has run: the door counts each
+    one as it lets it in, as many images as recent requests brought, and refuses the rest unread."""
+    scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"", "headers": []}
+    with TestClient(create_app(make_settings(max_queue_size=16))) as client:
+        door = client.app.state.door
+        batcher = client.app.state.models.get().batcher
+        for _ in range(20):  # recent requests brought 4 images each
+            with batcher.admit(4):
+                pass
+        burst = [dict(scope) for _ in range(6)]
+        answers = [door.refusal(request) for request in burst]
+        door.leave(burst[0])  # one of those let in has finished
+        next_one = door.refusal(dict(scope))
+
+    assert [answer is None for answer in answers] == [True, True, True, True, False, False]
+    detail = (
+        "0 images are waiting for the model and 4 requests are being received (lately 4.0 images per "
+        "request); MAX_QUEUE_SIZE is 16"
+    )
+    for refused in answers[4:]:
+        assert refused is not None and refused.status_code == 503
+        assert json.loads(refused.body)["detail"] == detail
+    assert next_one is None
 
 
 @pytest.mark.parametrize(
@@ -67,7 +95,7 @@ def test_the_standard_protocols_are_shed_in_their_own_error_shape(make_settings)
 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
-    detail = "16 images are waiting for the model and 0 requests are being received; MAX_QUEUE_SIZE is 16"
+    detail = "16 images are waiting for the model; MAX_QUEUE_SIZE is 16"
     assert response.json() == {"error": detail}
 
 
@@ -101,7 +129,10 @@ def test_a_real_server_sheds_at_the_http_protocol_with_keys_checked_first(model_
         after = httpx.post(f"{server.url}/predict", files=files(("c.png", png())), headers={"x-api-key": key})
         shed_count = metric(server, "http_requests_total", route="/predict", method="POST", status="503")
 
-    detail = "0 images are waiting for the model and 2 requests are being received; MAX_QUEUE_SIZE is 2"
+    detail = (
+        "0 images are waiting for the model and 2 requests are being received (lately 1.0 images per "
+        "request); MAX_QUEUE_SIZE is 2"
+    )
     problem(shed, 503, OVERLOADED, "Overloaded", detail)
     assert shed.headers["retry-after"] == "1"
     assert "connection" not in shed.headers  # the protocol's door, not the middleware's: kept alive
@@ -157,13 +188,13 @@ def test_a_connection_refused_at_the_door_serves_its_next_request_after_the_skip
 
 
 def read_responses(connection: socket.socket, count: int) -> list[http.client.HTTPResponse]:
-    """`count` responses read in turn from one connection, each with its body."""
+    """`count` responses read in turn from one connection, each with its body (`.body`)."""
     reader = _Reader(connection)
     responses = []
     for _ in range(count):
         response = http.client.HTTPResponse(reader)  # type: ignore[arg-type]
         response.begin()
-        response.read()
+        response.body = response.read()  # type: ignore[attr-defined]
         responses.append(response)
     return responses
 

@@ -411,7 +411,7 @@ def test_the_shared_limits_answer_in_the_protocols_error_shape(make_settings):
         {"error": "The request body is over MAX_UPLOAD_BYTES (20000 bytes)"},
     )
     assert (overloaded.status_code, overloaded.headers["retry-after"]) == (503, "1")
-    shed = "4 images are waiting for the model and 0 requests are being received; MAX_QUEUE_SIZE is 4"
+    shed = "4 images are waiting for the model; MAX_QUEUE_SIZE is 4"
     assert overloaded.json() == {"error": shed}  # refused at the door, its body unread
     assert (three.status_code, three.json()) == (
         400,
