@@ -1,8 +1,7 @@
 -- wrk script: post_body.lua's requests and figures, plus latency percentiles by HTTP status (one more
 -- JSON line), so that a 503's latency is not averaged with a 200's. It times each request itself
 -- (LuaJIT's FFI, CLOCK_MONOTONIC), so wrk must run one connection per thread (-t N -c N): a
--- thread's responses then come back in the order of its requests. With BENCH_ONCE=1 each thread sends
--- one request and stops: a burst of as many requests at once as there are connections.
+-- thread's responses then come back in the order of its requests.
 dofile(os.getenv("BENCH_SCRIPT_DIR") .. "/post_body.lua")
 local ffi = require("ffi")
 ffi.cdef([[
@@ -24,7 +23,6 @@ end
 -- through thread:get: wrk copies a flat table between threads, not a nested one.
 answers = {}
 local started = nil
-local once = os.getenv("BENCH_ONCE") == "1"
 request = function()
   started = now_us()
   return wrk.format()
@@ -34,9 +32,6 @@ response = function(status, headers, body)
     table.insert(answers, status)
     table.insert(answers, now_us() - started)
     started = nil
-  end
-  if once then
-    wrk.thread:stop()
   end
 end
 

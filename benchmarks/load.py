@@ -252,14 +252,11 @@ def predict_route(name: str, image: Path, files: int, body_file: Path) -> Route:
     return Route(name, "/predict", body_file, MULTIPART_HEADERS, images=files)
 
 
-def run_wrk(
-    url: str, route: Route, connections: int, seconds: float, by_status: bool = False, once: bool = False
-) -> dict:
+def run_wrk(url: str, route: Route, connections: int, seconds: float, by_status: bool = False) -> dict:
     """One wrk run; returns its figures with the client's CPU seconds.
 
     With `by_status`, wrk runs one connection per thread and times each answer itself
-    (by_status.lua): `by_status_us` then holds latency percentiles for each HTTP status. With
-    `once` as well, each connection sends one request (a burst), and wrk still runs `seconds`.
+    (by_status.lua): `by_status_us` then holds latency percentiles for each HTTP status.
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
@@ -282,7 +279,6 @@ def run_wrk(
             "BENCH_SCRIPT_DIR": str(LUA_SCRIPT.parent),
             "BENCH_BODY": str(route.body),
             "BENCH_HEADERS": "\n".join(f"{name}: {value}" for name, value in route.headers.items()),
-            "BENCH_ONCE": "1" if once else "0",
         },
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -2,8 +2,12 @@
 
 `python -m benchmarks.reliability --model-base-path models [--baseline-checkout DIR]` starts the
 service (and, with --baseline-checkout, the same scenario on another checkout's code, for a side by
-side ratio), sends bounded traffic to 127.0.0.1 only, and prints JSON figures. The client is raw
-asyncio sockets: cheap beside the server on a small machine, and free to hang up or trickle.
+side ratio), sends bounded traffic to 127.0.0.1 only, and prints JSON figures. The clients:
+- raw asyncio sockets, free to hang up or trickle;
+- wrk (Debian's `wrk`), for closed-loop clients that cost little of the two cores;
+- h2load (Debian's `nghttp2-client`), for a burst: one C thread that opens every connection and
+  sends every request at once, and logs each answer's status and time. (wrk starts a thread per
+  connection, so its 384 connections arrive spread over most of a second: not a burst.)
 """
 
 import argparse
@@ -12,11 +16,14 @@ import contextlib
 import io
 import json
 import statistics
+import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import uvloop
 from PIL import Image
 
 from benchmarks.load import Route, Server, run_wrk
@@ -128,7 +135,11 @@ def summary(results: list[tuple[int, float]]) -> dict:
     return {
         "requests": len(results),
         "statuses": {str(s): len(v) for s, v in sorted(by_status.items())},
-        "shed_503_ms": {"p50": percentile(shed, 50), "p90": percentile(shed, 90)},
+        "shed_503_ms": {
+            "p50": percentile(shed, 50),
+            "p90": percentile(shed, 90),
+            "p99": percentile(shed, 99),
+        },
         "admitted_200_ms": {"p50": percentile(admitted, 50), "p99": percentile(admitted, 99)},
     }
 
@@ -179,31 +190,75 @@ async def overload(port: int, clients: int, images: int, seconds: float, honour_
     }
 
 
-def hammer(server: Server, clients: int, images: int, seconds: float, once: bool = False) -> dict:
+def hammer(server: Server, clients: int, images: int, seconds: float) -> dict:
     """`clients` closed-loop clients posting `images` PNGs each, never waiting: driven by wrk, which
     times each answer itself (by_status.lua), so that 503s and 200s are told apart by a client
     that costs little of the two cores. (The asyncio client above, against a server that answers
-    503 at once, itself needs hundreds of milliseconds to send and read a few hundred requests.)
-    With `once`, each client sends one request: the burst, sent by wrk's threads at once."""
+    503 at once, itself needs hundreds of milliseconds to send and read a few hundred requests.)"""
     with tempfile.TemporaryDirectory() as scratch:
         body = Path(scratch) / "body.bin"
         body.write_bytes(predict_body(images))
         headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
         route = Route("hammer", "/predict", body, headers, images=images)
-        figures = run_wrk(server.url, route, clients, seconds, by_status=True, once=once)
+        figures = run_wrk(server.url, route, clients, seconds, by_status=True)
     by_status = figures["by_status_us"]
     seconds_run = figures["duration_us"] / 1e6
-    ms = {status: {q: v["p" + q] / 1000 for q in ("50", "90", "99")} for status, v in by_status.items()}
+    ms = {status: {f"p{q}": v[f"p{q}"] / 1000 for q in (50, 90, 99)} for status, v in by_status.items()}
     return {
         "clients": clients,
         "images_per_request": images,
         "seconds": round(seconds_run, 1),
         "statuses": {status: v["count"] for status, v in sorted(by_status.items())},
-        "shed_503_ms": {"p50": ms.get("503", {}).get("50"), "p90": ms.get("503", {}).get("90")},
-        "admitted_200_ms": {"p50": ms.get("200", {}).get("50"), "p99": ms.get("200", {}).get("99")},
+        "shed_503_ms": {q: ms.get("503", {}).get(q) for q in ("p50", "p90", "p99")},
+        "admitted_200_ms": {q: ms.get("200", {}).get(q) for q in ("p50", "p99")},
         "images_per_second": round(by_status.get("200", {}).get("count", 0) * images / seconds_run, 1),
         "transport_errors": {k: v for k, v in figures["errors"].items() if k != "status" and v},
     }
+
+
+def burst_h2load(port: int, count: int, images: int) -> dict:
+    """`count` requests of `images` PNGs sent at once by h2load, one per new connection."""
+    with tempfile.TemporaryDirectory() as scratch:
+        body, log = Path(scratch) / "body.bin", Path(scratch) / "log.tsv"
+        body.write_bytes(predict_body(images))
+        subprocess.run(
+            ["h2load", "--h1", "-c", str(count), "-n", str(count), "-t", "1", "-d", str(body)]
+            + ["-H", f"content-type: multipart/form-data; boundary={BOUNDARY}", "--log-file", str(log)]
+            + [f"http://127.0.0.1:{port}/predict"],
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        # Each line: start (us since the epoch), status (-1: failed), microseconds to the answer's end.
+        rows = [line.split("\t") for line in log.read_text().splitlines()]
+    results = [(int(status), int(micros) / 1e6) for _, status, micros, *_ in rows]
+    starts = [int(start) for start, *_ in rows]
+    sent_over_ms = round((max(starts) - min(starts)) / 1000, 1)
+    return {"requests_at_once": count, "sent_over_ms": sent_over_ms, **summary(results)}
+
+
+def h2load_floor(count: int, images: int) -> dict:
+    """h2load's own cost: the same burst against a server (uvloop) that answers 503 unread."""
+    answer = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+        writer.close()
+
+    loop = uvloop.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(refuse, "127.0.0.1", 0, backlog=4096))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        return burst_h2load(server.sockets[0].getsockname()[1], count, images)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
 
 
 async def client_floor(count: int, images: int) -> dict:
@@ -290,8 +345,8 @@ def run(args: argparse.Namespace, cwd: str | None) -> dict:
         return {
             "burst": asyncio.run(burst(server.port, args.burst, args.images)),
             "burst_client_floor": asyncio.run(client_floor(args.burst, args.images)),
-            # wrk runs on until `seconds`; the admitted requests of the burst need a few of them.
-            "burst_wrk": hammer(server, args.burst, args.images, args.seconds, once=True),
+            "burst_h2load": burst_h2load(server.port, args.burst, args.images),
+            "burst_h2load_floor": h2load_floor(args.burst, args.images),
             "overload_hammering": asyncio.run(
                 overload(server.port, args.clients, args.images, args.seconds, honour_retry_after=False)
             ),
