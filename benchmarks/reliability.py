@@ -338,14 +338,26 @@ async def slow_connections(server: Server, count: int, samples: int, hold_s: flo
 
 
 def run(args: argparse.Namespace, cwd: str | None) -> dict:
-    server = Server(str(args.model_base_path.resolve()), args.model_name, settings={"LOG_LEVEL": "ERROR"})
-    if cwd:
-        server.settings |= {"PYTHONPATH": cwd, "PYTHONSAFEPATH": "1"}  # its `app`, not this one
-    with server:
+    def service(**settings: str) -> Server:
+        started = Server(
+            str(args.model_base_path.resolve()), args.model_name, settings={"LOG_LEVEL": "ERROR"}
+        )
+        started.settings |= settings
+        if cwd:
+            started.settings |= {"PYTHONPATH": cwd, "PYTHONSAFEPATH": "1"}  # its `app`, not this one
+        return started
+
+    # The same burst with the queue cut to one request's images: what refusing costs the event loop
+    # when almost nothing is admitted, between the client's floor and the default queue.
+    with service(MAX_QUEUE_SIZE=str(args.images), MAX_FILES=str(args.images)) as small_queue:
+        burst_h2load(small_queue.port, args.burst, args.images)  # its requests' image count, learnt
+        refusing = burst_h2load(small_queue.port, args.burst, args.images)
+    with service() as server:
         return {
-            "burst": asyncio.run(burst(server.port, args.burst, args.images)),
+            "burst": asyncio.run(burst(server.port, args.burst, args.images)),  # on a fresh server
             "burst_client_floor": asyncio.run(client_floor(args.burst, args.images)),
             "burst_h2load": burst_h2load(server.port, args.burst, args.images),
+            "burst_h2load_queue_of_one_request": refusing,
             "burst_h2load_floor": h2load_floor(args.burst, args.images),
             "overload_hammering": asyncio.run(
                 overload(server.port, args.clients, args.images, args.seconds, honour_retry_after=False)
