@@ -1,0 +1,57 @@
+"""The reliability benchmark end to end, at a small scale: a real service process, real h2load, wrk
+and asyncio clients, all to 127.0.0.1.
+
+It checks that every scenario runs and answers as the service promises (200 or 503, no transport
+errors, every slow-connection probe answered), not any speed: docs/reliability.md quotes a full run.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import MODEL_NAME
+from tests.tools import require
+
+
+def test_a_small_run_covers_every_scenario_with_only_200_and_503(model_repository):
+    require("h2load", "nghttp2-client")
+    require("wrk", "wrk")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.reliability", "--model-base-path", str(model_repository)]
+        + ["--model-name", MODEL_NAME, "--clients", "8", "--images", "2", "--burst", "16"]
+        + ["--seconds", "2", "--slow", "6", "--samples", "4"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        cwd=Path(__file__).parents[2],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout)["this"]
+
+    assert set(figures) == {
+        "burst",
+        "burst_client_floor",
+        "burst_h2load",
+        "burst_h2load_queue_of_one_request",
+        "burst_h2load_floor",
+        "overload_hammering",
+        "overload_hammering_wrk",
+        "overload_retry_after",
+        "slow",
+    }
+    for name in ("burst", "burst_h2load", "burst_h2load_queue_of_one_request", "burst_h2load_floor"):
+        statuses = figures[name]["statuses"]
+        assert set(statuses) <= {"200", "503"}, (name, statuses)
+        assert sum(statuses.values()) == 16, (name, statuses)
+    assert figures["burst_h2load_floor"]["statuses"] == {"503": 16}  # the instant server refuses all
+    for name in ("overload_hammering", "overload_hammering_wrk", "overload_retry_after"):
+        assert set(figures[name]["statuses"]) <= {"200", "503"}, (name, figures[name]["statuses"])
+    for name in ("overload_hammering", "overload_retry_after"):  # each client waits for its answers
+        assert figures[name]["statuses"].get("200", 0) > 0, name
+    assert figures["overload_hammering_wrk"]["transport_errors"] == {}
+    assert figures["overload_hammering"]["recovered_after_s"] is not None
+    answered, sent = figures["slow"]["answered_with"].split("/")
+    assert answered == sent and int(sent) > 0
