@@ -4,8 +4,9 @@ Without this, an overloaded service read and parsed every upload before the queu
 and the refusals queued behind that work on the event loop (a median 503 of about 2 s at 384
 concurrent requests). Requests past the door and not yet admitted (bodies being received or
 parsed) count as many images as recent requests brought on average, so a burst that arrives
-together is shed at the door too, not only once the queue is full. Only the path and query are
-read: which version a request targets is known before its body.
+together is shed at the door too, not only once the queue is full. The request at the door itself
+counts as one image, the least it can bring: where one image would fit, the queue decides. Only the
+path and query are read: which version a request targets is known before its body.
 """
 
 import math
@@ -88,7 +89,8 @@ class Door:
         if wanted is None or batcher is None:
             return None
         not_yet_admitted = max(self.in_flight.get(batcher, 0) - batcher.admissions, 0)
-        expected = math.ceil((not_yet_admitted + 1) * batcher.images_per_request)
+        # This request might bring a single image: only the others are guessed at (the queue decides).
+        expected = math.ceil(not_yet_admitted * batcher.images_per_request) + 1
         if batcher.has_room(expected):
             return wanted[0], batcher, None
         receiving = (
