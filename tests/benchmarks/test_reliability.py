@@ -6,11 +6,8 @@ errors, every slow-connection probe answered), not any speed: docs/reliability.m
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
+from tests.benchmarks import run_benchmark
 from tests.conftest import MODEL_NAME
 from tests.tools import require
 
@@ -18,18 +15,12 @@ from tests.tools import require
 def test_a_small_run_covers_every_scenario_with_only_200_and_503(model_repository):
     require("h2load", "nghttp2-client")
     require("wrk", "wrk")
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.reliability", "--model-base-path", str(model_repository)]
-        + ["--model-name", MODEL_NAME, "--clients", "8", "--images", "2", "--burst", "16"]
-        + ["--seconds", "2", "--slow", "6", "--samples", "4"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        cwd=Path(__file__).parents[2],
+    output = run_benchmark(
+        "benchmarks.reliability",
+        *("--model-base-path", str(model_repository), "--model-name", MODEL_NAME, "--clients", "8"),
+        *("--images", "2", "--burst", "16", "--seconds", "2", "--slow", "6", "--samples", "4"),
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(result.stdout)["this"]
+    figures = json.loads(output)["this"]
 
     assert set(figures) == {
         "burst",

@@ -8,12 +8,10 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.benchmarks import run_benchmark
 from tests.conftest import MODEL_NAME
 
 # A developer without wrk may skip this; CI (which sets CI=true) installs wrk and must not.
@@ -31,28 +29,18 @@ def test_quick_run_measures_both_services_and_writes_the_report(tmp_path, model_
         "# Performance\n\nintro\n"
         "<!-- benchmark results: start -->\nPREVIOUS RESULTS\n<!-- benchmark results: end -->\noutro\n"
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--quick",
-            "--models",
-            "demo",
-            "--model-base-path",
-            str(model_repository),
-            "--model-name",
-            MODEL_NAME,
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        cwd=Path(__file__).parents[2],
+    run_benchmark(
+        "benchmarks",
+        "--quick",
+        "--models",
+        "demo",
+        "--model-base-path",
+        str(model_repository),
+        "--model-name",
+        MODEL_NAME,
+        "--out",
+        str(out),
     )
-    assert result.returncode == 0, result.stderr[-3000:]
 
     results = json.loads((tmp_path / "performance" / "results.json").read_text())
     (demo,) = results["models"]
