@@ -56,7 +56,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     header_timeout_s: float
     max_header_bytes: int
-    door: Door | None
+    door: Door
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         self._header_timer = None
@@ -89,9 +89,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app) -> None:  # type: ignore[no-untyped-def]
         """Ask the door first; uvicorn starts the app here, once a request's headers are complete."""
-        if self.door is None:
-            super()._start_asgi_task(cycle, app)
-            return
         response = self.door.refusal(cycle.scope)
         if response is None:
             super()._start_asgi_task(cycle, _leaving(app, self.door))
@@ -195,7 +192,7 @@ def _small_body(scope: dict) -> bool:
 
 
 def guarded_protocol(
-    header_timeout_s: float, max_header_bytes: int, door: Door | None = None
+    header_timeout_s: float, max_header_bytes: int, door: Door
 ) -> type[GuardedHttpToolsProtocol]:
     """The protocol class for `uvicorn.Config(http=...)`, with these limits and this door."""
     return type(

@@ -12,8 +12,6 @@ path and query are read: which version a request targets is known before its bod
 import math
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import SimpleNamespace
 from urllib.parse import parse_qs
 
@@ -118,17 +116,11 @@ class Door:
             return None
         route, batcher, error = decision
         if error is None:
-            self._enter(batcher)
-            scope[COUNTED_AT_DOOR] = batcher
+            self.let_in(scope, batcher)
             return None
         response = self.shed(scope, route, batcher, error)
         self.state.metrics.observe_request(route, scope["method"], 503, time.perf_counter() - started)
         return response
-
-    def leave(self, scope: Scope) -> None:
-        """The request that `refusal` let in has finished."""
-        if (batcher := scope.pop(COUNTED_AT_DOOR, None)) is not None:
-            self._leave(batcher)
 
     def shed(self, scope: Scope, route: str, batcher: Batcher, error: Overloaded) -> Response:
         """The 503 answering `error`; whoever sends it decides whether the connection stays."""
@@ -136,21 +128,17 @@ class Door:
         scope["route"] = SimpleNamespace(path=route)
         return service_error_response(Request(scope), error)
 
-    @contextmanager
-    def entered(self, batcher: Batcher) -> Iterator[None]:
-        self._enter(batcher)
-        try:
-            yield
-        finally:
-            self._leave(batcher)
-
-    def _enter(self, batcher: Batcher) -> None:
+    def let_in(self, scope: Scope, batcher: Batcher) -> None:
+        """Count the request of `scope` as on its way to `batcher`'s queue, until `leave(scope)`."""
         self.in_flight[batcher] = self.in_flight.get(batcher, 0) + 1
+        scope[COUNTED_AT_DOOR] = batcher
 
-    def _leave(self, batcher: Batcher) -> None:
-        self.in_flight[batcher] -= 1
-        if not self.in_flight[batcher]:
-            del self.in_flight[batcher]  # an unloaded version's queue is not kept alive
+    def leave(self, scope: Scope) -> None:
+        """The request that `let_in` counted has finished (nothing for a request it did not count)."""
+        if (batcher := scope.pop(COUNTED_AT_DOOR, None)) is not None:
+            self.in_flight[batcher] -= 1
+            if not self.in_flight[batcher]:
+                del self.in_flight[batcher]  # an unloaded version's queue is not kept alive
 
 
 class ShedWhenFull:
@@ -172,5 +160,8 @@ class ShedWhenFull:
             response.headers["connection"] = "close"  # the body stays unread
             await response(scope, receive, send)
             return
-        with self.door.entered(batcher):
+        self.door.let_in(scope, batcher)
+        try:
             await self.app(scope, receive, send)
+        finally:
+            self.door.leave(scope)

@@ -31,9 +31,9 @@ from app.errors import InferenceFailed, ModelNotReady, Overloaded, RequestTimedO
 logger = logging.getLogger(__name__)
 
 Predict = Callable[[np.ndarray], np.ndarray]
+BatchObserver = Callable[[int, float], None]
 # How much each request moves `Batcher.images_per_request`: about the last ten requests count.
 RECENT_WEIGHT = 0.2
-BatchObserver = Callable[[int, float], None]
 
 
 @dataclass(eq=False)
