@@ -50,7 +50,7 @@ def target(scope: Scope) -> tuple[str, int | None, str | None] | None:
         if match := pattern.fullmatch(scope["path"]):
             wanted = match.groupdict()
             if template == "/predict":  # ?version= and ?label=
-                query = parse_qs(scope["query_string"].decode("latin-1"))
+                query = parse_qs(scope["query_string"].decode("latin-1")) if scope["query_string"] else {}
                 wanted = {"version": query.get("version", [None])[0], "label": query.get("label", [None])[0]}
             version = wanted.get("version")
             return template, int(version) if version and version.isdigit() else None, wanted.get("label")

@@ -41,6 +41,9 @@ class Metrics:
             by_request,
             registry=self.registry,
         )
+        # The series of each (route, method, status) seen: routes are templates, and the parser
+        # accepts only the HTTP methods it knows, so there are few of them.
+        self._by_request: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.in_progress = Gauge(
             "http_requests_in_progress", "Requests being served.", registry=self.registry
         )
@@ -63,9 +66,15 @@ class Metrics:
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request (by route template, not raw path) and its duration."""
-        labels = (route, method, str(status))
-        self.requests.labels(*labels).inc()
-        self.request_seconds.labels(*labels).observe(seconds)
+        labels = (route, method, status)
+        if (series := self._by_request.get(labels)) is None:  # `labels()` costs more than counting
+            named = (route, method, str(status))
+            series = self._by_request[labels] = (
+                self.requests.labels(*named),
+                self.request_seconds.labels(*named),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def observe_batch(self, version: int, size: int, seconds: float) -> None:
         """Record one model call of `version` (called on its inference thread)."""

@@ -5,6 +5,7 @@ REST API under /v1, the Open Inference Protocol under /v2) answer `{"error": "..
 and Triton do, and clients of theirs read.
 """
 
+import functools
 import re
 from http import HTTPStatus
 from typing import Any
@@ -80,7 +81,7 @@ def error_response(
     request: Request, status: int, detail: str, *, headers: dict[str, str] | None = None, **problem: Any
 ) -> JSONResponse:
     """An error in the shape of the request's protocol: `{"error": detail}`, or a problem (`problem`)."""
-    if speaks_standard_protocol(request.url.path):
+    if speaks_standard_protocol(request.scope["path"]):  # the URL would be parsed for the same path
         return JSONResponse({"error": detail}, status_code=status, headers=headers)
     return problem_response(status, detail, headers=headers, **problem)
 
@@ -105,6 +106,7 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
+@functools.cache
 def problem_type(error_class: type[errors.ServiceError]) -> str:
     """`UnsupportedImage` -> `urn:inception-v2-service:problem:unsupported-image`."""
     return TYPE_PREFIX + re.sub(r"(?<!^)(?=[A-Z])", "-", error_class.__name__).lower()
@@ -125,7 +127,7 @@ def service_error_response(request: Request, exc: errors.ServiceError) -> JSONRe
         headers["WWW-Authenticate"] = challenge
     return error_response(
         request,
-        status_of(exc, speaks_standard_protocol(request.url.path)),
+        status_of(exc, speaks_standard_protocol(request.scope["path"])),
         str(exc),
         title=exc.title,
         type_=problem_type(error_class),
