@@ -13,9 +13,17 @@ connection: the parser skips the body, and a client that retries does not pay fo
 connection, nor the event loop for accepting it. A request let in is counted by the door from that
 moment until its app task ends: a burst whose headers are read in one turn of the event loop is
 decided in that turn, before any of its app tasks has run.
+
+The inference requests let in then start a few per turn of the event loop (`Turns`). Each one's
+first step reads and parses its whole upload on the event loop (about a millisecond for four small
+images); started together, the 60-odd requests a burst lets in held the loop for over 60 ms before
+the requests arriving behind them could be refused. A few per turn, the loop reads the sockets
+again between them, and a refusal waits for at most a few uploads' parsing.
 """
 
+import asyncio
 import json
+from collections import deque
 from http import HTTPStatus
 from typing import Protocol
 
@@ -30,6 +38,9 @@ class Door(Protocol):
 
     def refusal(self, scope: dict) -> Response | None:
         """The answer to refuse a request with, unread; None lets it in (counted until `leave`)."""
+
+    def counts(self, scope: dict) -> bool:
+        """Whether `refusal` let this request in bound for a queue (an inference request)."""
 
     def leave(self, scope: dict) -> None:
         """A request that `refusal` let in has finished."""
@@ -47,6 +58,45 @@ TOO_LARGE = {
 }
 
 
+class Turns:
+    """Starts the requests that wait here a few per turn of the event loop, in the order they came.
+
+    Up to `per_turn` requests start in a turn; the others wait for later turns. Between two turns
+    the loop polls its sockets, so whatever arrived meanwhile is read (and refused, if it must be)
+    before more requests' apps run. One per turn kept refusals quickest in a burst, but under
+    clients retrying at once it fed the model too slowly (docs/reliability.md): four is a few
+    milliseconds of parsing between two reads of the sockets.
+    """
+
+    def __init__(self, per_turn: int = 4) -> None:
+        self.per_turn = per_turn
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._started = 0  # requests started in this turn; `_next_turn` is due while there are any
+
+    async def wait(self) -> None:
+        """Return in a turn of the event loop that has started fewer than `per_turn` requests."""
+        loop = asyncio.get_running_loop()
+        if not self._waiting and self._started < self.per_turn:
+            if not self._started:
+                loop.call_soon(self._next_turn, loop)
+            self._started += 1
+            return
+        turn = loop.create_future()
+        self._waiting.append(turn)
+        await turn
+
+    def _next_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Called once per turn while requests start: lets the next ones waiting start."""
+        self._started = 0
+        while self._waiting and self._started < self.per_turn:
+            turn = self._waiting.popleft()
+            if not turn.done():  # a request cancelled while it waited gives up its turn
+                turn.set_result(None)
+                self._started += 1
+        if self._started:
+            loop.call_soon(self._next_turn, loop)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, closing a connection whose request head is too slow or too large.
 
@@ -57,6 +107,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s: float
     max_header_bytes: int
     door: Door
+    turns: Turns  # one per server: its inference requests start a few per turn of the loop
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         self._header_timer = None
@@ -91,7 +142,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Ask the door first; uvicorn starts the app here, once a request's headers are complete."""
         response = self.door.refusal(cycle.scope)
         if response is None:
-            super()._start_asgi_task(cycle, _leaving(app, self.door))
+            super()._start_asgi_task(cycle, _through_the_door(app, self.door, self.turns))
         else:
             self._refuse(cycle, response)
 
@@ -170,16 +221,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def _leaving(app: ASGIApp, door: Door) -> ASGIApp:
-    """`app`, telling the door when it has finished with a request."""
+def _through_the_door(app: ASGIApp, door: Door, turns: Turns) -> ASGIApp:
+    """`app`, starting the requests the door let in on their turn, and telling the door when each
+    has finished."""
 
-    async def app_then_leave(scope: Scope, receive: Receive, send: Send) -> None:
+    async def app_on_its_turn(scope: Scope, receive: Receive, send: Send) -> None:
         try:
+            if door.counts(scope):
+                await turns.wait()
             await app(scope, receive, send)
         finally:
             door.leave(scope)
 
-    return app_then_leave
+    return app_on_its_turn
 
 
 def _small_body(scope: dict) -> bool:
@@ -202,5 +256,6 @@ def guarded_protocol(
             "header_timeout_s": header_timeout_s,
             "max_header_bytes": max_header_bytes,
             "door": door,
+            "turns": Turns(),
         },
     )

@@ -133,6 +133,10 @@ class Door:
         self.in_flight[batcher] = self.in_flight.get(batcher, 0) + 1
         scope[COUNTED_AT_DOOR] = batcher
 
+    def counts(self, scope: Scope) -> bool:
+        """Whether `let_in` counted the request of `scope` (until `leave(scope)`)."""
+        return COUNTED_AT_DOOR in scope
+
     def leave(self, scope: Scope) -> None:
         """The request that `let_in` counted has finished (nothing for a request it did not count)."""
         if (batcher := scope.pop(COUNTED_AT_DOOR, None)) is not None:
@@ -149,7 +153,7 @@ class ShedWhenFull:
         self.door = door
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        counted = scope["type"] != "http" or COUNTED_AT_DOOR in scope  # the protocol's door let it in
+        counted = scope["type"] != "http" or self.door.counts(scope)  # the protocol's door let it in
         decision = None if counted else self.door.check(scope)
         if decision is None:
             await self.app(scope, receive, send)

@@ -4,6 +4,7 @@ Each test waits for the server to act, with a deadline well past the limit it te
 never cuts a slow client off fails the test, a busy machine only makes it slower.
 """
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from app.connections import Turns
 from tests.app.conftest import png
 from tests.app.servers import (
     BOUNDARY,
@@ -65,6 +67,39 @@ def still_open(connection: socket.socket) -> bool:
         return connection.recv(1, socket.MSG_PEEK) != b""
     except BlockingIOError:
         return True
+
+
+def test_requests_let_in_together_start_a_few_per_turn_of_the_event_loop():
+    """Between turns, the loop reads its sockets again; one cancelled while waiting gives up its turn."""
+
+    async def scenario() -> tuple[dict[str, int], bool]:
+        loop = asyncio.get_running_loop()
+        turns = Turns(per_turn=2)
+        turn = 0
+
+        def count_turns() -> None:
+            nonlocal turn
+            turn += 1
+            loop.call_soon(count_turns)
+
+        count_turns()
+        started: dict[str, int] = {}
+
+        async def request(name: str) -> None:
+            await turns.wait()
+            started[name] = turn
+
+        tasks = {name: asyncio.create_task(request(name)) for name in "abcdef"}
+        await asyncio.sleep(0)  # each task has run to its turn: "a" and "b" have started
+        tasks["c"].cancel()
+        await asyncio.wait_for(asyncio.gather(*tasks.values(), return_exceptions=True), DEADLINE_S)
+        await asyncio.wait_for(turns.wait(), DEADLINE_S)  # once nobody waits, a request goes on at once
+        return started, tasks["c"].cancelled()
+
+    started, cancelled = asyncio.run(scenario())
+
+    assert list(started) == ["a", "b", "d", "e", "f"] and cancelled
+    assert started["a"] == started["b"] < started["d"] == started["e"] < started["f"]
 
 
 def test_a_client_sending_headers_byte_by_byte_is_cut_off(server):
