@@ -63,9 +63,9 @@ class Turns:
 
     Up to `per_turn` requests start in a turn; the others wait for later turns. Between two turns
     the loop polls its sockets, so whatever arrived meanwhile is read (and refused, if it must be)
-    before more requests' apps run. One per turn kept refusals quickest in a burst, but under
-    clients retrying at once it fed the model too slowly (docs/reliability.md): four is a few
-    milliseconds of parsing between two reads of the sockets.
+    before more requests' apps run. One per turn refused a burst no sooner, and under clients
+    retrying at once it fed the model too slowly (docs/reliability.md): four is a few milliseconds
+    of parsing between two reads of the sockets.
     """
 
     def __init__(self, per_turn: int = 4) -> None:

@@ -41,8 +41,7 @@ class Metrics:
             by_request,
             registry=self.registry,
         )
-        # The series of each (route, method, status) seen: routes are templates, and the parser
-        # accepts only the HTTP methods it knows, so there are few of them.
+        # The series of each (route, method, status) seen, as the registry keeps them anyway.
         self._by_request: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.in_progress = Gauge(
             "http_requests_in_progress", "Requests being served.", registry=self.registry
