@@ -23,6 +23,7 @@ again between them, and a refusal waits for at most a few uploads' parsing.
 
 import asyncio
 import json
+import logging
 from collections import deque
 from http import HTTPStatus
 from typing import Protocol
@@ -162,7 +163,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.on_response_complete()  # the keep-alive timer, or the next pipelined request
         else:
             self.transport.close()
-        if self.access_log:
+        if self.access_log and self.access_logger.isEnabledFor(logging.INFO):  # not for nothing
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',
                 get_client_addr(cycle.scope),

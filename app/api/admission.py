@@ -78,6 +78,7 @@ class Door:
         self.state = state
         self.keys = keys
         self.in_flight: dict[Batcher, int] = {}  # requests past the door and not finished, per queue
+        self._last_refusal: tuple[tuple[str, str], Response] | None = None  # (route, detail), answer
 
     def check(self, scope: Scope) -> tuple[str, Batcher, Overloaded | None] | None:
         """For an inference request: its route template, its queue, and the error to shed it with
@@ -109,7 +110,11 @@ class Door:
 
         An inference request let in is counted from here, not from when its app task first runs:
         requests whose headers arrive together are decided together, before any of their tasks has
-        run. It stays counted until `leave(scope)`, and the middleware does not count it again."""
+        run. It stays counted until `leave(scope)`, and the middleware does not count it again.
+
+        The answer is the one only the protocol sends, unread by anyone else: the last one is
+        reused while it would come out the same, as a burst's refusals mostly do (rendering it was
+        half of this method's time)."""
         started = time.perf_counter()
         decision = self.check(scope)
         if decision is None or not self.keys.admits(scope):
@@ -118,9 +123,11 @@ class Door:
         if error is None:
             self.let_in(scope, batcher)
             return None
-        response = self.shed(scope, route, batcher, error)
+        said = (route, str(error))
+        if self._last_refusal is None or self._last_refusal[0] != said:
+            self._last_refusal = (said, self.shed(scope, route, batcher, error))
         self.state.metrics.observe_request(route, scope["method"], 503, time.perf_counter() - started)
-        return response
+        return self._last_refusal[1]
 
     def shed(self, scope: Scope, route: str, batcher: Batcher, error: Overloaded) -> Response:
         """The 503 answering `error`; whoever sends it decides whether the connection stays."""

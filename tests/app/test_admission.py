@@ -58,6 +58,8 @@ def test_requests_decided_together_at_the_door_are_each_counted_as_they_are_let_
         answers = [door.refusal(request) for request in burst]
         door.leave(burst[0])  # one of those let in has finished
         next_one = door.refusal(dict(scope))
+        with batcher.admit(8):  # one of those being received turns out to bring 8 images
+            later = door.refusal(dict(scope))
 
     assert [answer is None for answer in answers] == [True, True, True, True, False, False]
     detail = (
@@ -68,6 +70,11 @@ def test_requests_decided_together_at_the_door_are_each_counted_as_they_are_let_
         assert refused is not None and refused.status_code == 503
         assert json.loads(refused.body)["detail"] == detail
     assert next_one is None
+    assert later is not None  # answered as things are now, not as the last refusal said
+    assert json.loads(later.body)["detail"] == (
+        "8 images are waiting for the model and 3 requests are being received (lately 4.8 images per "
+        "request); MAX_QUEUE_SIZE is 16"
+    )
 
 
 @pytest.mark.parametrize(
