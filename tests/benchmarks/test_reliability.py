@@ -18,7 +18,8 @@ def test_a_small_run_covers_every_scenario_with_only_200_and_503(model_repositor
     output = run_benchmark(
         "benchmarks.reliability",
         *("--model-base-path", str(model_repository), "--model-name", MODEL_NAME, "--clients", "8"),
-        *("--images", "2", "--burst", "16", "--seconds", "2", "--slow", "6", "--samples", "4"),
+        *("--images", "2", "--burst", "16", "--burst-rounds", "2", "--seconds", "2", "--slow", "6"),
+        *("--samples", "4"),
     )
     figures = json.loads(output)["this"]
 
@@ -38,6 +39,8 @@ def test_a_small_run_covers_every_scenario_with_only_200_and_503(model_repositor
         assert set(statuses) <= {"200", "503"}, (name, statuses)
         assert sum(statuses.values()) == 16, (name, statuses)
     assert figures["burst_h2load_floor"]["statuses"] == {"503": 16}  # the instant server refuses all
+    for name in ("burst_h2load", "burst_h2load_queue_of_one_request", "burst_h2load_floor"):
+        assert len(figures[name]["shed_503_p50_ms_by_round"]) == 2, name
     for name in ("overload_hammering", "overload_hammering_wrk", "overload_retry_after"):
         assert set(figures[name]["statuses"]) <= {"200", "503"}, (name, figures[name]["statuses"])
     for name in ("overload_hammering", "overload_retry_after"):  # each client waits for its answers
