@@ -40,6 +40,7 @@ lint: audit  ## ruff, hadolint, compose and Kubernetes schema checks, promtool o
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(VENV)/bin/kubernetes-validate --strict --kubernetes-version 1.29.0 deploy/k8s/deployment.yaml deploy/k8s/service.yaml deploy/k8s/hpa.yaml deploy/k8s/pdb.yaml
+	$(VENV)/bin/kubernetes-validate --strict --kubernetes-version 1.29.0 deploy/k8s/training/service.yaml deploy/k8s/training/job.yaml deploy/k8s/training/pvc.yaml
 	cd deploy/prometheus && promtool check rules rules.yml && promtool check config prometheus.yml && promtool test rules rules_test.yml
 
 # pip-audit asks PyPI's JSON API for each pinned version's advisories. Where that cannot be reached

@@ -100,13 +100,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run(args.data_dir, args.model_base_path, args.model_name, args.version)
         else:
+            from training.cluster import worker_from_environment
             from training.repository import check_writable
 
-            # Before TensorFlow loads (seconds): a folder owned by someone else fails at once, not at export.
+            # Before TensorFlow loads (seconds): a folder owned by someone else, or a malformed
+            # TF_CONFIG, fails at once, not at export.
             check_writable(Path(args.model_base_path) / args.model_name)
+            worker_from_environment()
+            from training.distributed import LostPeer
             from training.train import train
 
-            train(TrainConfig(**{k: v for k, v in vars(args).items() if k != "command"}))
+            try:
+                train(TrainConfig(**{k: v for k, v in vars(args).items() if k != "command"}))
+            except LostPeer as error:  # one of several workers: the message names the lost one
+                print(f"error: {error}", file=sys.stderr)
+                return 1
     except ValueError as error:  # DataError and argument checks: the message is the whole story
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -16,8 +16,17 @@ import numpy as np
 import tensorflow as tf
 
 from imaging.decode import decode
+from training.cluster import Worker, worker_from_environment
 from training.config import TrainConfig
 from training.data import ImageFolder, Split, make_dataset, scan_image_folder
+from training.distributed import (
+    LostPeer,
+    PerWorkerSteps,
+    agree_on_start,
+    distribute,
+    multi_worker_strategy,
+    scratch_dir,
+)
 from training.export import export_model
 from training.inception_v2 import ARCHITECTURES
 from training.metrics import confusion_matrix, format_table, summarize
@@ -72,13 +81,18 @@ class EpochCheckpoints(keras.callbacks.Callback):
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def select_strategy() -> tuple[tf.distribute.Strategy, str]:
-    """Mirror across GPUs when there are several; mixed precision on any GPU; else the CPU."""
+def select_strategy(worker: Worker | None = None) -> tuple[tf.distribute.Strategy, str]:
+    """Join the cluster as `worker`; else mirror across GPUs when there are several; mixed precision
+    on any GPU; else the CPU."""
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
     if gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    if worker is not None:
+        return multi_worker_strategy(worker), f"{worker.name}, one of {worker.count} workers, on " + (
+            f"{len(gpus)} GPUs (mixed precision)" if gpus else "CPU"
+        )
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy(), f"{len(gpus)} GPUs (MirroredStrategy, mixed precision)"
     if gpus:
@@ -117,16 +131,31 @@ def worst_classified(
     ]
 
 
-def train(config: TrainConfig) -> Path:
-    """Train, report validation accuracy overall and per class, and export; return the version folder."""
+def train(config: TrainConfig) -> Path | None:
+    """Train, report validation accuracy overall and per class, and export; return the version folder
+    (None on a worker other than the chief, which exports nothing)."""
     config.validate()
+    worker = worker_from_environment()
+    if worker is not None and config.batch_size % worker.count:
+        raise ValueError(
+            f"--batch-size (the global batch) must divide evenly among the {worker.count} workers. "
+            f"Received: {config.batch_size}"
+        )
     keras.utils.set_random_seed(config.seed)
+    strategy, device = select_strategy(worker)  # before any other TensorFlow op: it joins the cluster
     image_size = (config.image_size, config.image_size)
     folder: ImageFolder = scan_image_folder(config.data_dir, config.validation_split, config.seed, image_size)
-    train_ds = make_dataset(
-        folder.train, image_size, config.batch_size, shuffle=True, seed=config.seed, augment=config.augment
-    )
-    val_ds = make_dataset(folder.validation, image_size, config.batch_size, shuffle=False, seed=config.seed)
+
+    def dataset(split: Split, batch_size: int, shuffle: bool) -> tf.data.Dataset:
+        augment = shuffle and config.augment
+        return make_dataset(split, image_size, batch_size, shuffle=shuffle, seed=config.seed, augment=augment)
+
+    val_ds = dataset(folder.validation, config.batch_size, shuffle=False)
+    if worker is None:
+        train_fit, val_fit = dataset(folder.train, config.batch_size, shuffle=True), val_ds
+    else:  # each worker reads its own shard
+        train_fit = distribute(strategy, folder.train, config.batch_size, dataset, training=True)
+        val_fit = distribute(strategy, folder.validation, config.batch_size, dataset, training=False)
     log.info(
         "Training %s at %dx%d on %d images, validating on %d, classes: %s",
         config.arch,
@@ -137,18 +166,26 @@ def train(config: TrainConfig) -> Path:
         ", ".join(folder.class_names),
     )
 
-    strategy, device = select_strategy()
     log.info("Device: %s", device)
     with strategy.scope():
         model = ARCHITECTURES[config.arch]((config.image_size, config.image_size, 3), len(folder.class_names))
+        if worker is not None:
+            model = PerWorkerSteps(model.inputs, model.outputs, name=model.name)
         model.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
 
-    checkpoints = EpochCheckpoints(config.backup_dir)
-    initial_epoch = checkpoints.restore(model)
+    # Every worker resumes from the chief's checkpoints and saves its own each epoch, as TensorFlow's
+    # multi-worker guide asks (saving may read variables through collectives); the others' go into
+    # a temporary folder, deleted however the run ends.
+    scratch = None if worker is None or worker.is_chief else scratch_dir(worker, config.backup_dir)
+    checkpoints = EpochCheckpoints(scratch or config.backup_dir)
+    with strategy.scope():  # the restore builds the optimizer's slots: mirrored, like its weights
+        initial_epoch = EpochCheckpoints(config.backup_dir).restore(model)
+    if worker is not None:
+        initial_epoch = agree_on_start(strategy, worker, initial_epoch, config.backup_dir)
     callbacks = [
         checkpoints,
         keras.callbacks.EarlyStopping(
@@ -158,17 +195,26 @@ def train(config: TrainConfig) -> Path:
     if config.tensorboard_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=config.tensorboard_dir))
     started = time.monotonic()
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        shuffle=False,  # train_ds reshuffles itself each epoch
-        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar only where it redraws in place
-    )
+    try:
+        with LostPeer.raised_for(worker):
+            history = model.fit(
+                train_fit,
+                validation_data=val_fit,
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                shuffle=False,  # the training dataset reshuffles itself each epoch
+                verbose=1 if sys.stdout.isatty() else 2,  # a progress bar only where it redraws in place
+            )
+    except BaseException:
+        if scratch is not None:
+            checkpoints.remove()
+        raise
     duration = time.monotonic() - started
     checkpoints.remove()
+    if worker is not None and not worker.is_chief:
+        print(f"Finished training as {worker.name}; the chief exports the version")
+        return None
 
     probabilities, actual = predict_dataset(model, val_ds)
     confusion = confusion_matrix(actual, probabilities.argmax(axis=1), len(folder.class_names))
@@ -197,8 +243,9 @@ def train(config: TrainConfig) -> Path:
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
     }
-    if keras.mixed_precision.global_policy().name != "float32":
-        # Export a float32 copy so the artifact serves on a CPU as well as a GPU.
+    if keras.mixed_precision.global_policy().name != "float32" or worker is not None:
+        # Export a float32 copy so the artifact serves on a CPU as well as a GPU; and one outside the
+        # cluster's strategy, whose variables the chief could not save alone.
         keras.mixed_precision.set_global_policy("float32")
         exported = ARCHITECTURES[config.arch](
             (config.image_size, config.image_size, 3), len(folder.class_names)

@@ -20,6 +20,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 K8S_DIR = ROOT / "deploy" / "k8s"
+K8S_TRAINING_DIR = K8S_DIR / "training"
 
 
 @dataclass
@@ -193,12 +194,12 @@ def compose_environment(service: dict, variables: dict[str, str]) -> dict[str, s
     return resolved
 
 
-def load_k8s() -> dict[str, dict]:
-    """Every Kubernetes object that kustomization.yaml applies, by `Kind/name`."""
-    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+def load_k8s(directory: Path = K8S_DIR) -> dict[str, dict]:
+    """Every Kubernetes object that `directory`'s kustomization.yaml applies, by `Kind/name`."""
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     objects = {}
     for name in kustomization["resources"]:
-        for document in yaml.safe_load_all((K8S_DIR / name).read_text()):
+        for document in yaml.safe_load_all((directory / name).read_text()):
             objects[f"{document['kind']}/{document['metadata']['name']}"] = document
     return objects
 

@@ -1,28 +1,37 @@
+import re
 import subprocess
 
 import pytest
 import yaml
 
 from tests.deploy.conftest import tool
-from tests.deploy.manifests import K8S_DIR, stage_last
+from tests.deploy.manifests import K8S_DIR, K8S_TRAINING_DIR, load_k8s, stage_last
 
 # The oldest Kubernetes release the manifests promise to work on, and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ["1.29.0", "1.37.0"]
 NAME = "inception-v2-service"
 
 
-def kustomization() -> dict:
-    return yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+# The service (kubectl apply -k deploy/k8s) and multi-worker training (kubectl apply -k deploy/k8s/training).
+KUSTOMIZATIONS = pytest.mark.parametrize(
+    "directory", [K8S_DIR, K8S_TRAINING_DIR], ids=["service", "training"]
+)
 
 
-def test_kustomization_applies_every_manifest():
-    manifests = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
-    assert set(kustomization()["resources"]) == manifests
+def kustomization(directory=K8S_DIR) -> dict:
+    return yaml.safe_load((directory / "kustomization.yaml").read_text())
 
 
+@KUSTOMIZATIONS
+def test_kustomization_applies_every_manifest(directory):
+    manifests = {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization(directory)["resources"]) == manifests
+
+
+@KUSTOMIZATIONS
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_manifests_validate_against_kubernetes(version):
-    paths = [str(K8S_DIR / name) for name in kustomization()["resources"]]
+def test_manifests_validate_against_kubernetes(directory, version):
+    paths = [str(directory / name) for name in kustomization(directory)["resources"]]
     result = subprocess.run(
         [tool("kubernetes-validate"), "--strict", "--kubernetes-version", version, *paths],
         capture_output=True,
@@ -112,3 +121,77 @@ def test_the_pod_runs_hardened(k8s):
     # The read-only root leaves /tmp (the libraries' temporary files) writable through an emptyDir.
     assert {"name": "tmp", "mountPath": "/tmp"} in container(k8s)["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}} in pod["volumes"]
+
+
+TRAINING = "inception-v2-training"
+
+
+@pytest.fixture(scope="module")
+def training() -> dict[str, dict]:
+    return load_k8s(K8S_TRAINING_DIR)
+
+
+def trainer(training) -> dict:
+    (only,) = training[f"Job/{TRAINING}"]["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def pod_environment(training, index: int) -> dict[str, str]:
+    """The trainer's environment in the pod of completion `index`, as the kubelet expands it."""
+    env: dict[str, str] = {}
+    for item in trainer(training)["env"]:
+        if "valueFrom" in item:
+            assert item["valueFrom"]["fieldRef"]["fieldPath"] == (
+                "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+            )
+            env[item["name"]] = str(index)
+        else:  # $(NAME) refers to a variable declared above it
+            env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], item["value"])
+    return env
+
+
+def test_training_pods_build_their_tf_config_from_the_completion_index(training):
+    from training.cluster import worker_from_environment
+
+    job = training[f"Job/{TRAINING}"]["spec"]
+    service = training[f"Service/{TRAINING}"]["spec"]
+    assert job["completionMode"] == "Indexed"
+    assert job["completions"] == job["parallelism"]
+    workers = [worker_from_environment(pod_environment(training, i)) for i in range(job["completions"])]
+
+    assert [(w.task_type, w.task_id, w.is_chief) for w in workers] == [
+        ("worker", i, i == 0) for i in range(job["completions"])
+    ]
+    assert {w.count for w in workers} == {job["completions"]}
+    # Each address is a pod's DNS name under the headless Service: <job>-<index>.<subdomain>:<port>.
+    (port,) = service["ports"]
+    assert workers[0].cluster == {
+        "worker": [f"{TRAINING}-{i}.{TRAINING}:{port['port']}" for i in range(job["completions"])]
+    }
+    pod = job["template"]
+    assert pod["spec"]["subdomain"] == TRAINING
+    assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"] is True
+    assert service["selector"].items() <= pod["metadata"]["labels"].items()
+    assert [p["name"] for p in trainer(training)["ports"]] == [port["targetPort"]]
+    assert [p["containerPort"] for p in trainer(training)["ports"]] == [port["port"]]
+
+
+def test_training_reads_and_writes_the_shared_volume(training, stages):
+    from training.__main__ import build_parser
+
+    container = trainer(training)
+    args = build_parser().parse_args(container["command"][-1:] + container["args"])
+    (mount,) = [m["mountPath"] for m in container["volumeMounts"] if m["name"] == "shared"]
+    assert all(
+        path.startswith(f"{mount}/") for path in (args.data_dir, args.model_base_path, args.checkpoint_dir)
+    )
+    assert container["command"][:4] == ["python", "-m", "training", "train"]
+    pod = training[f"Job/{TRAINING}"]["spec"]["template"]["spec"]
+    (claim,) = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if v["name"] == "shared"]
+    assert training[f"PersistentVolumeClaim/{claim}"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    # The trainer image's user, hardened as the service's pods are; a lost peer restarts the pod in place.
+    uid, _, gid = stage_last(stages, "trainer", "USER").arguments.partition(":")
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (int(uid), int(gid))
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert pod["restartPolicy"] == "OnFailure"
