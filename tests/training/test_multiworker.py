@@ -21,8 +21,9 @@ DEADLINE_S = 420
 LOST_PEER_BOUND_S = 90
 # One worker and two score the same validation images; two workers see each step's images in
 # another order (two shards), so their weights drift apart a little. Out of 18 images, the two may
-# differ by at most 3.
+# differ by at most 3; after the first epoch, their validation losses by at most a factor of 2.
 SCORE_TOLERANCE = 3 / 18
+FIRST_LOSS_RATIO = 2.0
 
 
 @dataclass
@@ -93,15 +94,56 @@ def versions(root: Path) -> list[str]:
     return sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
 
 
-def val_accuracy(root: Path) -> float:
-    metadata = json.loads((root / "models" / "tiny" / "1" / "metadata.json").read_text())
-    return metadata["training"]["metrics"]["val_accuracy"]
+def scratch_folders(root: Path) -> list[Path]:
+    """The non-chief's temporary checkpoint folders (TensorFlow's own temporary files aside: a killed
+    process leaves those behind)."""
+    return list((root / "tmp-1").glob("training-*"))
+
+
+def validation(root: Path) -> tuple[float, float]:
+    """The exported version's validation accuracy, and its validation loss after the first epoch."""
+    metrics = json.loads((root / "models" / "tiny" / "1" / "metadata.json").read_text())["training"][
+        "metrics"
+    ]
+    return metrics["val_accuracy"], metrics["history"]["val_loss"][0]
 
 
 @pytest.fixture
 def colour_data(tmp_path: Path) -> Path:
     write_colour_folder(tmp_path / "data", per_class=30, seed=0)
     return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "extra", "message"),
+    [
+        ("{not json", [], 'TF_CONFIG must be JSON like {"cluster": {"worker": ["host:port", ...]}'),
+        (
+            '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}',
+            [],
+            "TF_CONFIG's task must be a chief or a worker listed in its cluster. "
+            "Received: {'type': 'worker', 'index': 1}",
+        ),
+        (
+            '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}',
+            ["--batch-size", "7"],
+            "--batch-size (the global batch) must divide evenly among the 2 workers. Received: 7",
+        ),
+    ],
+    ids=["not JSON", "no such task", "uneven batch"],
+)
+def test_a_cluster_that_cannot_train_is_refused_before_training(colour_data, tf_config, extra, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "train", *train_args(colour_data, *extra)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**ENV, "TF_CONFIG": tf_config},
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert versions(colour_data) == []
 
 
 @pytest.mark.timeout(2 * DEADLINE_S)
@@ -142,11 +184,13 @@ def test_two_workers_train_one_model_that_scores_like_one_worker(colour_data, tm
     assert "Exported" not in other_out
     assert "the chief exports the version" in other_out
     assert not (colour_data / "checkpoints").exists()
-    assert not any((colour_data / "tmp-1").iterdir())
+    assert scratch_folders(colour_data) == []
 
-    assert abs(val_accuracy(colour_data) - val_accuracy(alone)) <= SCORE_TOLERANCE, (
-        val_accuracy(colour_data),
-        val_accuracy(alone),
+    (accuracy, first_loss), (accuracy_alone, first_loss_alone) = validation(colour_data), validation(alone)
+    assert abs(accuracy - accuracy_alone) <= SCORE_TOLERANCE, (accuracy, accuracy_alone)
+    assert 1 / FIRST_LOSS_RATIO <= first_loss / first_loss_alone <= FIRST_LOSS_RATIO, (
+        first_loss,
+        first_loss_alone,
     )
 
 
@@ -179,7 +223,7 @@ def test_a_killed_worker_stops_the_other_and_the_same_commands_resume(colour_dat
     assert versions(colour_data) == []
     assert stopped_after < LOST_PEER_BOUND_S
     if victim == 0:  # the surviving non-chief deleted its temporary checkpoints
-        assert not any((colour_data / "tmp-1").iterdir())
+        assert scratch_folders(colour_data) == []
     finished = json.loads(state.read_text())["epoch"]
     assert 1 <= finished < 4
 
@@ -193,4 +237,4 @@ def test_a_killed_worker_stops_the_other_and_the_same_commands_resume(colour_dat
     assert versions(colour_data) == ["1"]
     assert not (colour_data / "checkpoints").exists()
     # The rerun deleted its temporary checkpoints, and those a killed non-chief left.
-    assert not any((colour_data / "tmp-1").iterdir())
+    assert scratch_folders(colour_data) == []
