@@ -152,7 +152,8 @@ def test_uvicorn_exits_with_one_line_naming_a_corrupt_model(repository):
     (repository / MODEL_NAME / "1" / "saved_model.pb").write_bytes(b"\x00garbage")
 
     result = run_until_exit(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", "1"], MODEL_BASE_PATH=str(repository)
+        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", "1"],
+        MODEL_BASE_PATH=str(repository),
     )
 
     assert result.returncode != 0
