@@ -86,8 +86,10 @@ def distribute(
     return strategy.distribute_datasets_from_function(per_worker)
 
 
-def agree_on_start(strategy: tf.distribute.Strategy, worker: Worker, epoch: int, checkpoints: Path) -> int:
-    """The epoch every worker resumes from, the same on all, or a ValueError saying why not.
+def require_same_start(
+    strategy: tf.distribute.Strategy, worker: Worker, epoch: int, checkpoints: Path
+) -> None:
+    """Raise a ValueError unless every worker would resume after the same `epoch`.
 
     Each worker restores from the chief's checkpoints; a worker that cannot see them (another
     machine's disk) would start over while the others resume, and the cluster would train apart.
@@ -103,7 +105,6 @@ def agree_on_start(strategy: tf.distribute.Strategy, worker: Worker, epoch: int,
             f"from {epoch}): --checkpoint-dir {checkpoints} must be one folder all workers read, on "
             "shared storage."
         )
-    return epoch
 
 
 class LostPeer(RuntimeError):

@@ -22,9 +22,9 @@ from training.data import ImageFolder, Split, make_dataset, scan_image_folder
 from training.distributed import (
     LostPeer,
     PerWorkerSteps,
-    agree_on_start,
     distribute,
     multi_worker_strategy,
+    require_same_start,
     scratch_dir,
 )
 from training.export import export_model
@@ -48,6 +48,11 @@ class EpochCheckpoints(keras.callbacks.Callback):
     def __init__(self, directory: Path):
         super().__init__()
         self.directory = directory
+
+    def finished_epochs(self) -> int:
+        """The epochs a previous run of these settings finished (0 when there is nothing to resume)."""
+        state_path = self.directory / self.STATE
+        return json.loads(state_path.read_text())["epoch"] if state_path.exists() else 0
 
     def restore(self, model: keras.Model) -> int:
         """Load the last finished epoch's weights into `model`; return the epoch to start from."""
@@ -180,12 +185,13 @@ def train(config: TrainConfig) -> Path | None:
     # Every worker resumes from the chief's checkpoints and saves its own each epoch, as TensorFlow's
     # multi-worker guide asks (saving may read variables through collectives); the others' go into
     # a temporary folder, deleted however the run ends.
+    resume = EpochCheckpoints(config.backup_dir)
+    if worker is not None:  # before the restore: restoring is collective, all workers or none
+        require_same_start(strategy, worker, resume.finished_epochs(), config.backup_dir)
+    with strategy.scope():  # the restore builds the optimizer's slots: mirrored, like its weights
+        initial_epoch = resume.restore(model)
     scratch = None if worker is None or worker.is_chief else scratch_dir(worker, config.backup_dir)
     checkpoints = EpochCheckpoints(scratch or config.backup_dir)
-    with strategy.scope():  # the restore builds the optimizer's slots: mirrored, like its weights
-        initial_epoch = EpochCheckpoints(config.backup_dir).restore(model)
-    if worker is not None:
-        initial_epoch = agree_on_start(strategy, worker, initial_epoch, config.backup_dir)
     callbacks = [
         checkpoints,
         keras.callbacks.EarlyStopping(

@@ -53,9 +53,11 @@ def cluster_ports() -> list[int]:
     return sorted(ports)
 
 
-def start_workers(root: Path, ports: list[int], args: list[str], run: str) -> list[Worker]:
-    """The same command on each worker; only TF_CONFIG's task index differs. Each worker's temporary
-    folder is its own, so what it leaves behind shows."""
+def start_workers(
+    root: Path, ports: list[int], args: list[str], run: str, extra: dict[int, list[str]] | None = None
+) -> list[Worker]:
+    """The same command on each worker (plus `extra[index]`, if any); only TF_CONFIG's task index
+    differs. Each worker's temporary folder is its own, so what it leaves behind shows."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     workers = []
     for index in range(len(ports)):
@@ -69,7 +71,10 @@ def start_workers(root: Path, ports: list[int], args: list[str], run: str) -> li
         }
         with stdout.open("w") as out, stderr.open("w") as err:
             process = subprocess.Popen(
-                [sys.executable, "-m", "training", "train", *args], stdout=out, stderr=err, env=env
+                [sys.executable, "-m", "training", "train", *args, *(extra or {}).get(index, [])],
+                stdout=out,
+                stderr=err,
+                env=env,
             )
         workers.append(Worker(process, stdout, stderr))
     return workers
@@ -226,6 +231,19 @@ def test_a_killed_worker_stops_the_other_and_the_same_commands_resume(colour_dat
         assert scratch_folders(colour_data) == []
     finished = json.loads(state.read_text())["epoch"]
     assert 1 <= finished < 4
+
+    if victim == 1:  # a worker that cannot see the chief's checkpoints would start over: refused
+        apart = start_workers(
+            colour_data, ports, args, "apart", {1: ["--checkpoint-dir", str(colour_data / "own")]}
+        )
+        wait_all(apart, time.monotonic() + DEADLINE_S)
+        for index, worker in enumerate(apart):
+            stdout, stderr = worker.output()
+            assert worker.process.returncode == 2, stderr
+            assert f"error: The workers would resume from different epochs (0, {finished}; " in stderr
+            assert f"from {finished if index == 0 else 0}): --checkpoint-dir " in stderr
+            assert "must be one folder all workers read, on shared storage." in stderr
+        assert versions(colour_data) == []
 
     rerun = start_workers(colour_data, ports, args, "rerun")
     wait_all(rerun, time.monotonic() + DEADLINE_S)
