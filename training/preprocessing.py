@@ -16,13 +16,29 @@ the JPEG scale for the stored orientation, as `imaging.decode` does for the same
 (for a non-square input size, an EXIF-rotated photo may then be decoded at another scale than the
 service decodes it; for a square one the scale is the same).
 
-`resize` is the one resize, shared by the training data and the `resize_image` signature the
-service calls. Scaling to the network's range is a layer of the network itself (see inception_v2.py).
+`Preprocessing` is the one path from decoded pixels to model input (an optional central crop, then
+the resize), shared by the training data and the `resize_image` signature the service calls; each
+version records its own in metadata.json's `input`. Scaling to the network's range is a layer of the
+network itself (see inception_v2.py).
+
+TF-slim's evaluation preprocessing (`preprocess_for_eval`, which the ImageNet checkpoints were
+measured with) is `SLIM_EVAL`: JPEGs decoded at full size, the central 87.5 % of each side kept,
+a bilinear resize to 224 x 224 without half-pixel centres (TensorFlow 1's `resize_bilinear` with
+`align_corners=False`, not TensorFlow 2's `tf.image.resize`: the two sample at positions up to half
+a source pixel apart), then scaling to [-1, 1]. Slim scales first, x / 255, and maps the result
+with (x - 0.5) * 2 after resizing; our network takes the resized 0..255 values and computes
+x / 127.5 - 1 (its `scale_to_unit_range` layer). The crop only selects pixels and the resize is
+linear, so the two orders give the same input up to float32 rounding (about 1e-7).
 """
+
+from dataclasses import asdict, dataclass
 
 import tensorflow as tf
 
 RESIZE_METHOD = "bilinear"
+# TensorFlow 1's `resize_bilinear(align_corners=False)`: pixel corners, not centres, as slim's
+# preprocessing resized.
+SLIM_RESIZE_METHOD = "bilinear_tf1"
 # metadata.json's `input.jpeg_scaling`: "dct" = JPEGs decoded at the reduced DCT scale above, in
 # training and serving alike; versions exported before it have none and are decoded at full size.
 JPEG_SCALING = "dct"
@@ -59,8 +75,10 @@ def _jpeg_ratio_index(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tf
     return tf.reduce_sum(tf.cast(scale >= JPEG_RATIOS[1:], tf.int32))
 
 
-def _decode_jpeg(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+def _decode_jpeg(image_bytes: tf.Tensor, image_size: tuple[int, int] | None) -> tf.Tensor:
     """A JPEG decoded as `imaging.decode` does with `size`; `ratio` is an attribute: one branch each."""
+    if image_size is None:
+        return tf.io.decode_jpeg(image_bytes, channels=3, dct_method="INTEGER_ACCURATE")
     return tf.switch_case(
         _jpeg_ratio_index(image_bytes, image_size),
         [
@@ -72,8 +90,9 @@ def _decode_jpeg(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tf.Tens
     )
 
 
-def decode_image(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
-    """Decode one encoded image to uint8 RGB [height, width, 3], as `imaging.decode` does with `size`."""
+def decode_image(image_bytes: tf.Tensor, image_size: tuple[int, int] | None) -> tf.Tensor:
+    """Decode one encoded image to uint8 RGB [height, width, 3], as `imaging.decode` does with `size`
+    (None: JPEGs at full size)."""
     header = _header(image_bytes, 30)
     is_bmp = tf.equal(tf.strings.substr(header, 0, 2), b"BM")
     bits_per_pixel = tf.cast(tf.io.decode_raw(tf.strings.substr(header, 28, 2), tf.uint16)[0], tf.int32)
@@ -103,10 +122,53 @@ def decode_image(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tf.Tens
     return image
 
 
+@dataclass(frozen=True)
+class Preprocessing:
+    """Decoded uint8 pixels -> model input: metadata.json's `input.central_crop`, `resize`, `jpeg_scaling`."""
+
+    # The fraction of each side kept around the centre (tf.image.central_crop's), or None: no crop.
+    central_crop: float | None = None
+    resize: str = RESIZE_METHOD
+    jpeg_scaling: str = JPEG_SCALING
+
+    def __post_init__(self) -> None:
+        if self.central_crop is not None and not 0 < self.central_crop <= 1:
+            raise ValueError(f"central_crop must be in (0, 1]. Received: central_crop={self.central_crop}")
+        if self.resize not in (RESIZE_METHOD, SLIM_RESIZE_METHOD):
+            raise ValueError(
+                f"resize must be {RESIZE_METHOD!r} or {SLIM_RESIZE_METHOD!r}. Received: {self.resize!r}"
+            )
+        if self.jpeg_scaling not in ("dct", "full"):
+            raise ValueError(f"jpeg_scaling must be 'dct' or 'full'. Received: {self.jpeg_scaling!r}")
+
+    def __call__(self, image: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+        """uint8 [height, width, 3] -> float32 [*image_size, 3] in [0, 255]."""
+        if self.central_crop is not None:
+            image = tf.image.central_crop(image, self.central_crop)
+        if self.resize == SLIM_RESIZE_METHOD:
+            return tf.compat.v1.image.resize_bilinear(image[tf.newaxis], image_size, align_corners=False)[0]
+        # As image_dataset_from_directory resizes.
+        return tf.image.resize(image, image_size, method=RESIZE_METHOD)
+
+    def decode_size(self, image_size: tuple[int, int]) -> tuple[int, int] | None:
+        """The size JPEGs are decoded for (see `decode_image`); None: at full size."""
+        return image_size if self.jpeg_scaling == JPEG_SCALING else None
+
+    def metadata(self) -> dict[str, float | str | None]:
+        return asdict(self)
+
+
+# What training and the exporter use unless told otherwise.
+DEFAULT = Preprocessing()
+SLIM_EVAL = Preprocessing(central_crop=0.875, resize=SLIM_RESIZE_METHOD, jpeg_scaling="full")
+
+
 def resize(image: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
     """Resize to the model's input size as float32 in [0, 255], as image_dataset_from_directory does."""
-    return tf.image.resize(image, image_size, method=RESIZE_METHOD)
+    return DEFAULT(image, image_size)
 
 
-def decode_and_resize(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
-    return resize(decode_image(image_bytes, image_size), image_size)
+def decode_and_resize(
+    image_bytes: tf.Tensor, image_size: tuple[int, int], preprocessing: Preprocessing = DEFAULT
+) -> tf.Tensor:
+    return preprocessing(decode_image(image_bytes, preprocessing.decode_size(image_size)), image_size)

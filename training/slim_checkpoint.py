@@ -105,7 +105,8 @@ def read_checkpoint(prefix: str | Path) -> dict[str, SlimLayer]:
     try:
         reader = tf.train.load_checkpoint(str(prefix))
     except (tf.errors.OpError, ValueError) as error:
-        raise ValueError(f"{prefix}: not a checkpoint TensorFlow can read ({error.args[0]})") from None
+        reason = str(error).strip().splitlines()[0]  # TensorFlow's messages run to many lines
+        raise ValueError(f"{prefix}: not a checkpoint TensorFlow can read ({reason})") from None
     names = sorted(name for name in reader.get_variable_to_shape_map() if name not in IGNORED)
     outside = [name for name in names if not name.startswith(f"{SCOPE}/")]
     if len(outside) == len(names):

@@ -214,6 +214,8 @@ def test_a_version_exported_before_dct_scaling_still_decodes_at_full_size(
         "height": IMAGE_SIZE,
         "width": IMAGE_SIZE,
         "jpeg_scaling": "full",
+        "central_crop": None,
+        "resize": "bilinear",
     }
     assert max_difference(service_pixels(full_decoding_client, "photo.jpg", data), full_size) == 0
     answer = predict(full_decoding_client, "photo.jpg", data)
