@@ -10,7 +10,9 @@ Signatures (the one path from image to probabilities, shared with training):
   `probabilities` (float32 [batch, classes]). What a TF Serving client sends. Decodes in the graph
   to the pixels `imaging.decode` gives training and the service (large JPEGs at reduced DCT scale,
   recorded as `input.jpeg_scaling` in metadata.json), except that EXIF orientation is not applied
-  (see training/preprocessing.py).
+  (see training/preprocessing.py). As the service does, it decodes a GIF's first frame only and
+  refuses, undecoded, an image over `imaging.decode.DEFAULT_MAX_IMAGE_PIXELS` (recorded as
+  `signatures.serving_default.max_image_pixels`).
 - `predict_pixels`: `pixels` (float32 [batch, height, width, 3], RGB in [0, 255], already at the
   model's input size) -> `probabilities`.
 - `resize_image`: `image` (uint8 [any height, any width, 3]) -> `pixels` (float32 [height, width, 3]),
@@ -32,6 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from imaging.decode import DEFAULT_MAX_IMAGE_PIXELS
 from training.preprocessing import DEFAULT, Preprocessing, decode_and_resize
 from training.report import TrainingReport
 
@@ -112,6 +115,8 @@ def _signature_specs(module: ServingModule) -> dict[str, Any]:
         "serving_default": {
             "inputs": {"image_bytes": spec(tf.TensorSpec([None], tf.string))},
             "outputs": {"probabilities": probabilities},
+            # Images over it are refused from their header, undecoded (training/preprocessing.py).
+            "max_image_pixels": DEFAULT_MAX_IMAGE_PIXELS,
         },
         "predict_pixels": {
             "inputs": {"pixels": spec(tf.TensorSpec([None, height, width, 3], tf.float32))},

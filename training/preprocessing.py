@@ -8,6 +8,10 @@ the same pixels (tests/app/test_parity.py checks it):
   covers the model's input size, by the rule `imaging.decode` applies with Pillow's `draft`,
   computed here from the header (`extract_jpeg_shape`) and given to `decode_jpeg` as its `ratio`.
 - PNG (8 and 16 bit, palette, alpha), GIF (first frame), BMP (24 and 32 bit) and still WebP agree.
+- Limits as the service's: width x height read from the header and refused over a cap before any
+  decoding (`imaging.decode`'s default MAX_IMAGE_PIXELS, fixed at export), and of a GIF only the
+  first frame decoded (TensorFlow's GIF decoder decodes every frame: the bytes are cut after the
+  first image before it sees them).
 What a graph cannot do the same way is refused with a clear error rather than decoded differently:
 BMPs with a palette (TensorFlow reads their colour indices as gray levels, or fails) and animated
 WebP (TensorFlow 2.21's WebP decoder corrupts memory on them: they must never reach it).
@@ -34,6 +38,8 @@ linear, so the two orders give the same input up to float32 rounding (about 1e-7
 from dataclasses import asdict, dataclass
 
 import tensorflow as tf
+
+from imaging.decode import DEFAULT_MAX_IMAGE_PIXELS
 
 RESIZE_METHOD = "bilinear"
 # TensorFlow 1's `resize_bilinear(align_corners=False)`: pixel corners, not centres, as slim's
@@ -90,13 +96,134 @@ def _decode_jpeg(image_bytes: tf.Tensor, image_size: tuple[int, int] | None) -> 
     )
 
 
-def decode_image(image_bytes: tf.Tensor, image_size: tuple[int, int] | None) -> tf.Tensor:
+def _unsigned(header: tf.Tensor, offset: int, length: int, *, big_endian: bool = False) -> tf.Tensor:
+    """The unsigned integer in `length` bytes of the header from `offset`, as int64."""
+    values = tf.cast(tf.io.decode_raw(tf.strings.substr(header, offset, length), tf.uint8), tf.int64)
+    shifts = [8 * (length - 1 - i) if big_endian else 8 * i for i in range(length)]
+    return tf.reduce_sum(tf.bitwise.left_shift(values, tf.constant(shifts, tf.int64)))
+
+
+def _signed32(header: tf.Tensor, offset: int) -> tf.Tensor:
+    return tf.cast(tf.io.decode_raw(tf.strings.substr(header, offset, 4), tf.int32)[0], tf.int64)
+
+
+def image_dimensions(image_bytes: tf.Tensor, header: tf.Tensor) -> tf.Tensor:
+    """[height, width] (int64) from the header, before any decoding, as Pillow reads them; [0, 0] for
+    what is none of the formats (its decoding fails). `header` is `_header(image_bytes, 30)`."""
+
+    def pair(height: tf.Tensor, width: tf.Tensor):
+        return lambda: tf.stack([height, width])
+
+    def jpeg():
+        return tf.io.extract_jpeg_shape(image_bytes, output_type=tf.int64)[:2]
+
+    def bmp():  # the 12-byte OS/2 header has 16-bit sides; the others signed 32-bit (negative: top-down)
+        core = tf.equal(_unsigned(header, 14, 4), 12)
+        return tf.where(
+            core,
+            tf.stack([_unsigned(header, 20, 2), _unsigned(header, 18, 2)]),
+            tf.abs(tf.stack([_signed32(header, 22), _signed32(header, 18)])),
+        )
+
+    webp_chunk = tf.strings.substr(header, 12, 4)
+    lossless = _unsigned(header, 21, 4)  # VP8L: 14 bits each of width - 1 and height - 1
+    return tf.case(
+        [
+            (tf.io.is_jpeg(image_bytes), jpeg),
+            (
+                tf.equal(tf.strings.substr(header, 0, 8), b"\x89PNG\r\n\x1a\n"),
+                pair(_unsigned(header, 20, 4, big_endian=True), _unsigned(header, 16, 4, big_endian=True)),
+            ),
+            (_is_gif(header), pair(_unsigned(header, 8, 2), _unsigned(header, 6, 2))),
+            (tf.equal(tf.strings.substr(header, 0, 2), b"BM"), bmp),
+            (
+                tf.logical_and(_is_webp(header), tf.equal(webp_chunk, b"VP8 ")),
+                pair(
+                    tf.bitwise.bitwise_and(_unsigned(header, 28, 2), 0x3FFF),
+                    tf.bitwise.bitwise_and(_unsigned(header, 26, 2), 0x3FFF),
+                ),
+            ),
+            (
+                tf.logical_and(_is_webp(header), tf.equal(webp_chunk, b"VP8L")),
+                pair(
+                    tf.bitwise.bitwise_and(tf.bitwise.right_shift(lossless, 14), 0x3FFF) + 1,
+                    tf.bitwise.bitwise_and(lossless, 0x3FFF) + 1,
+                ),
+            ),
+            (
+                tf.logical_and(_is_webp(header), tf.equal(webp_chunk, b"VP8X")),
+                pair(_unsigned(header, 27, 3) + 1, _unsigned(header, 24, 3) + 1),
+            ),
+        ],
+        default=pair(tf.constant(0, tf.int64), tf.constant(0, tf.int64)),
+    )
+
+
+def _is_gif(header: tf.Tensor) -> tf.Tensor:
+    return tf.equal(tf.strings.substr(header, 0, 4), b"GIF8")
+
+
+def _after_sub_blocks(data: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
+    """The position after a chain of GIF data sub-blocks (length byte, bytes; a zero length ends it)."""
+    end = tf.size(data)
+
+    def more(p):
+        return tf.logical_and(p < end, tf.not_equal(tf.gather(data, tf.minimum(p, end - 1)), 0))
+
+    return tf.while_loop(more, lambda p: [p + tf.gather(data, p) + 1], [position])[0] + 1
+
+
+def _color_table_size(flags: tf.Tensor) -> tf.Tensor:
+    """The bytes of the colour table a GIF's packed flags announce (none without their top bit)."""
+    present = tf.cast(tf.bitwise.bitwise_and(flags, 0x80) > 0, tf.int32)
+    return present * 3 * tf.bitwise.left_shift(2, tf.bitwise.bitwise_and(flags, 7))
+
+
+def first_gif_frame(image_bytes: tf.Tensor) -> tf.Tensor:
+    """The GIF cut after its first image, with its trailer: TensorFlow's decoder decodes every frame
+    before one is kept, Pillow only the first. Bytes it cannot follow are returned as they are."""
+    data = tf.cast(tf.io.decode_raw(image_bytes, tf.uint8), tf.int32)
+    end = tf.size(data)
+
+    def at(p):
+        return tf.gather(data, tf.clip_by_value(p, 0, end - 1))
+
+    position = 13 + _color_table_size(at(10))  # header, logical screen descriptor, global colours
+    # Extensions (0x21, label, sub-blocks) until the first image descriptor (0x2C).
+    position = tf.while_loop(
+        lambda p: tf.logical_and(p < end, tf.equal(at(p), 0x21)),
+        lambda p: [_after_sub_blocks(data, p + 2)],
+        [position],
+    )[0]
+    is_image = tf.logical_and(position < end, tf.equal(at(position), 0x2C))
+    # Descriptor (10 bytes), local colours, LZW code size (1 byte), then the image's sub-blocks.
+    image_end = _after_sub_blocks(data, position + 10 + _color_table_size(at(position + 9)) + 1)
+    return tf.cond(
+        tf.logical_and(is_image, image_end <= end),
+        lambda: tf.strings.join([tf.strings.substr(image_bytes, 0, image_end), b";"]),
+        lambda: image_bytes,
+    )
+
+
+def decode_image(
+    image_bytes: tf.Tensor, image_size: tuple[int, int] | None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> tf.Tensor:
     """Decode one encoded image to uint8 RGB [height, width, 3], as `imaging.decode` does with `size`
-    (None: JPEGs at full size)."""
+    (None: JPEGs at full size); refused, undecoded, when its header gives more than `max_pixels`."""
     header = _header(image_bytes, 30)
     is_bmp = tf.equal(tf.strings.substr(header, 0, 2), b"BM")
     bits_per_pixel = tf.cast(tf.io.decode_raw(tf.strings.substr(header, 28, 2), tf.uint16)[0], tf.int32)
+    height, width = tf.unstack(image_dimensions(image_bytes, header))
     checks = [
+        tf.debugging.Assert(
+            height * width <= max_pixels,
+            [
+                tf.strings.format(
+                    "{}x{} is {} pixels, over the {} this model decodes",
+                    (width, height, height * width, max_pixels),
+                )
+            ],
+        ),
         tf.debugging.Assert(
             tf.logical_not(
                 tf.logical_and(is_bmp, tf.reduce_all(tf.not_equal(bits_per_pixel, BMP_BITS_PER_PIXEL)))
@@ -114,6 +241,7 @@ def decode_image(image_bytes: tf.Tensor, image_size: tuple[int, int] | None) -> 
                 (tf.io.is_jpeg(image_bytes), lambda: _decode_jpeg(image_bytes, image_size)),
                 # TensorFlow decodes WebP only to its own channel count (3, or 4 with alpha).
                 (_is_webp(header), lambda: tf.io.decode_webp(image_bytes)[0, :, :, :3]),
+                (_is_gif(header), lambda: tf.io.decode_gif(first_gif_frame(image_bytes))[0]),
             ],
             default=lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False),
             exclusive=True,
