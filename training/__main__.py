@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="random flips, crops and brightness/contrast changes of the training images",
     )
+    train.add_argument(
+        "--central-crop",
+        type=float,
+        default=defaults.central_crop,
+        help="keep this fraction of each side around the centre before resizing, in training and in the "
+        "exported version (TF-slim evaluates at 0.875)",
+    )
     train.add_argument("--model-base-path", default=defaults.model_base_path, help="the model repository")
     train.add_argument("--model-name", default=defaults.model_name)
     train.add_argument(

@@ -260,8 +260,6 @@ class Preprocessing:
     jpeg_scaling: str = JPEG_SCALING
 
     def __post_init__(self) -> None:
-        if self.central_crop is not None and not 0 < self.central_crop <= 1:
-            raise ValueError(f"central_crop must be in (0, 1]. Received: central_crop={self.central_crop}")
         if self.resize not in (RESIZE_METHOD, SLIM_RESIZE_METHOD):
             raise ValueError(
                 f"resize must be {RESIZE_METHOD!r} or {SLIM_RESIZE_METHOD!r}. Received: {self.resize!r}"
