@@ -1,6 +1,7 @@
 """Train an Inception V2 network on a folder of labelled images and export the next model version."""
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -125,23 +126,15 @@ def train(config: TrainConfig) -> Path:
     image_size = (config.image_size, config.image_size)
     folder: ImageFolder = scan_image_folder(config.data_dir, config.validation_split, config.seed, image_size)
     preprocessing = Preprocessing(central_crop=config.central_crop)
-    train_ds = make_dataset(
-        folder.train,
-        image_size,
-        config.batch_size,
-        shuffle=True,
-        seed=config.seed,
-        augment=config.augment,
-        preprocessing=preprocessing,
-    )
-    val_ds = make_dataset(
-        folder.validation,
-        image_size,
-        config.batch_size,
-        shuffle=False,
+    dataset = functools.partial(
+        make_dataset,
+        image_size=image_size,
+        batch_size=config.batch_size,
         seed=config.seed,
         preprocessing=preprocessing,
     )
+    train_ds = dataset(folder.train, shuffle=True, augment=config.augment)
+    val_ds = dataset(folder.validation, shuffle=False)
     log.info(
         "Training %s at %dx%d on %d images, validating on %d, classes: %s",
         config.arch,
