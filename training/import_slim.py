@@ -43,10 +43,11 @@ def provenance(prefix: Path, tensors: int) -> dict[str, Any]:
         "imported_from": {
             "format": "TF-slim inception_v2 checkpoint",
             "checkpoint": prefix.name,
-            "files": [
-                {"name": path.name, "bytes": path.stat().st_size, "sha256": sha256(path)}
+            # By name (an object, not a list: the page shows nested objects as sections).
+            "files": {
+                path.name: {"bytes": path.stat().st_size, "sha256": sha256(path)}
                 for path in checkpoint_files(prefix)
-            ],
+            },
             "tensors": tensors,
         },
         "trained_here": False,

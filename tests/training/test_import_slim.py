@@ -174,13 +174,12 @@ def test_the_version_says_where_its_weights_came_from_and_how_it_preprocesses(im
     assert metadata["training"]["imported_from"] == {
         "format": "TF-slim inception_v2 checkpoint",
         "checkpoint": "inception_v2.ckpt",
-        "files": [
-            {
-                "name": "inception_v2.ckpt",
+        "files": {
+            "inception_v2.ckpt": {
                 "bytes": checkpoint.stat().st_size,
                 "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
             }
-        ],
+        },
         "tensors": SLIM_TENSORS,
     }
 
@@ -250,6 +249,10 @@ def test_what_is_not_a_slim_inception_v2_checkpoint_is_refused(tmp_path, capsys)
     write_checkpoint(
         tmp_path / "v1" / "model.ckpt", {"InceptionV1/Conv2d_1a_7x7/weights": np.ones(3, np.float32)}
     )
+    slot = "InceptionV2/Conv2d_1a_7x7/biases/RMSProp"  # an optimizer's, saved by a training run
+    write_checkpoint(
+        tmp_path / "v2" / "model.ckpt", {"InceptionV2/Conv2d_1a_7x7/biases": np.ones(64), slot: np.ones(64)}
+    )
     (tmp_path / "garbage.ckpt").write_bytes(b"not a checkpoint")
 
     assert import_fails(tmp_path / "nothing.ckpt", tmp_path / "models", capsys).startswith(
@@ -258,6 +261,9 @@ def test_what_is_not_a_slim_inception_v2_checkpoint_is_refused(tmp_path, capsys)
     assert import_fails(tmp_path / "v1" / "model.ckpt", tmp_path / "models", capsys) == (
         f"error: {tmp_path / 'v1' / 'model.ckpt'}: not a TF-slim inception_v2 checkpoint: "
         "no InceptionV2/ variables (found ['InceptionV1'])\n"
+    )
+    assert import_fails(tmp_path / "v2" / "model.ckpt", tmp_path / "models", capsys) == (
+        f"error: {tmp_path / 'v2' / 'model.ckpt'}: tensors no layer of ours takes: {slot}\n"
     )
     assert import_fails(tmp_path / "garbage.ckpt", tmp_path / "models", capsys).startswith(
         f"error: {tmp_path / 'garbage.ckpt'}: not a checkpoint TensorFlow can read ("
