@@ -12,6 +12,7 @@ from pathlib import Path
 
 from training.config import ARCHITECTURE_NAMES, TrainConfig
 
+IMPORTED_MODEL_NAME = "inception_v2_imagenet"
 DEFAULTS_NOTE = (
     "Defaults train the demo model to over 95% validation accuracy in a few minutes on 2 CPU cores."
 )
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Serve TF-slim's ImageNet weights as they are: every one of the checkpoint's 277 tensors is "
             "assigned (or the command names what does not fit and exits with status 2), and the version "
-            "preprocesses as slim evaluated it (central crop of 87.5 %%, bilinear resize to 224 x 224)."
+            "preprocesses as slim evaluated it (central crop of 87.5 %, bilinear resize to 224 x 224)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -101,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     import_slim.add_argument(
         "--model-base-path", default=defaults.model_base_path, help="the model repository"
     )
-    import_slim.add_argument("--model-name", default=defaults.model_name)
+    # Not the trained model's name: ImageNet's 1001 classes should not become its next version unasked.
+    import_slim.add_argument("--model-name", default=IMPORTED_MODEL_NAME, help="the model it is a version of")
     return parser
 
 
