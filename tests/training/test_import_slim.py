@@ -27,7 +27,7 @@ from tests.app.conftest import ROOT
 from tests.app.servers import Server, running_server
 from tests.image_corpus import encode, photo
 from tests.training.slim_reference import CENTRAL_FRACTIONS
-from training.__main__ import main
+from training.__main__ import build_parser, main
 from training.import_slim import BACKGROUND, IMAGENET_CLASSES, imagenet_labels
 from training.preprocessing import SLIM_EVAL, Preprocessing
 from training.slim_checkpoint import read_checkpoint
@@ -296,3 +296,11 @@ def test_slims_resize_samples_without_half_pixel_centres():
 
     assert SLIM_EVAL(image, (2, 2))[..., 0].numpy().tolist() == [[0.0, 2.0], [8.0, 10.0]]
     assert Preprocessing()(image, (2, 2))[..., 0].numpy().tolist() == [[2.5, 4.5], [10.5, 12.5]]
+
+
+def test_the_import_goes_into_a_model_of_its_own_unless_told_otherwise():
+    """The README's `import-slim inception_v2.ckpt`: not a new version of the model users train."""
+    args = build_parser().parse_args(["import-slim", "inception_v2.ckpt"])
+
+    assert (args.model_base_path, args.model_name) == ("models", "inception_v2_imagenet")
+    assert build_parser().parse_args(["train", "--data-dir", "photos"]).model_name == "inception_v2"
