@@ -30,6 +30,7 @@ from training.distributed import (
 from training.export import export_model
 from training.inception_v2 import ARCHITECTURES
 from training.metrics import confusion_matrix, format_table, summarize
+from training.preprocessing import Preprocessing
 from training.report import Misclassified, TrainingReport
 
 log = logging.getLogger(__name__)
@@ -150,10 +151,19 @@ def train(config: TrainConfig) -> Path | None:
     strategy, device = select_strategy(worker)  # before any other TensorFlow op: it joins the cluster
     image_size = (config.image_size, config.image_size)
     folder: ImageFolder = scan_image_folder(config.data_dir, config.validation_split, config.seed, image_size)
+    preprocessing = Preprocessing(central_crop=config.central_crop)
 
     def dataset(split: Split, batch_size: int, shuffle: bool) -> tf.data.Dataset:
         augment = shuffle and config.augment
-        return make_dataset(split, image_size, batch_size, shuffle=shuffle, seed=config.seed, augment=augment)
+        return make_dataset(
+            split,
+            image_size,
+            batch_size,
+            shuffle=shuffle,
+            seed=config.seed,
+            augment=augment,
+            preprocessing=preprocessing,
+        )
 
     val_ds = dataset(folder.validation, config.batch_size, shuffle=False)
     if worker is None:
@@ -266,6 +276,7 @@ def train(config: TrainConfig) -> Path | None:
         architecture=config.arch,
         training=training_summary,
         report=training_report(training_summary, folder, confusion, probabilities, image_size),
+        preprocessing=preprocessing,
     )
     print(f"Exported {version_dir}")
     return version_dir
