@@ -198,7 +198,8 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = Field(
         None,
         description="Comma-separated API keys; requests must send one (Authorization: Bearer <key> or "
-        "X-API-Key). Several at once let keys be rotated. Unset (and no API_KEYS_FILE): no keys needed.",
+        "X-API-Key). Several at once let keys be rotated. Unset (and no API_KEYS_FILE): no keys needed; "
+        "set but holding no key: the service refuses to start.",
     )
     api_keys_file: Path | None = Field(
         None, description="A file of API keys, one a line (a mounted Secret); adds to API_KEYS."
@@ -242,16 +243,42 @@ class Settings(BaseSettings):
                 f"BATCH_TIMEOUT_MS ({self.batch_timeout_ms:g}) must be below REQUEST_TIMEOUT_MS "
                 f"({self.request_timeout_ms:g})"
             )
-        if self.api_keys_file is not None and not self.api_keys_file.is_file():
-            raise ValueError(f"API_KEYS_FILE ({self.api_keys_file}) is not a readable file")
         return self
+
+    # Set, but holding no key (a lone comma, a Secret never filled in): the service would start
+    # requiring no key, which is the opposite of what whoever set it meant.
+    @field_validator("api_keys", mode="after")
+    @classmethod
+    def _keys_given(cls, keys: SecretStr | None) -> SecretStr | None:
+        if keys is not None and not split_keys(keys.get_secret_value().replace(",", "\n")):
+            raise ValueError(NO_KEY)
+        return keys
+
+    @field_validator("api_keys_file", mode="after")
+    @classmethod
+    def _key_file_given(cls, path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        if not path.is_file():
+            raise ValueError("is not a readable file")
+        if not split_keys(path.read_text()):
+            raise ValueError(NO_KEY)
+        return path
 
     def api_key_list(self) -> list[str]:
         """Every accepted API key, from API_KEYS and API_KEYS_FILE; empty when access is open."""
         text = self.api_keys.get_secret_value().replace(",", "\n") if self.api_keys else ""
         if self.api_keys_file is not None:
             text += "\n" + self.api_keys_file.read_text()
-        return [key.strip() for key in text.splitlines() if key.strip()]
+        return split_keys(text)
+
+
+NO_KEY = "holds no key; unset it to serve without API keys"
+
+
+def split_keys(text: str) -> list[str]:
+    """The keys in `text`, one a line, blank lines and surrounding spaces dropped."""
+    return [key.strip() for key in text.splitlines() if key.strip()]
 
 
 def load_settings() -> Settings:
