@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="on",
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         # Slow and idle clients (docs/reliability.md): bounded headers, idle keep-alive, connections.
-        http=guarded_protocol(settings.header_timeout_s, settings.max_header_bytes, app.state.door),
+        http=guarded_protocol(
+            settings.header_timeout_s, settings.max_header_bytes, settings.body_timeout_s, app.state.door
+        ),
         timeout_keep_alive=settings.keep_alive_timeout_s,
         limit_concurrency=settings.max_connections,
     )

@@ -102,16 +102,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, closing a connection whose request head is too slow or too large.
 
     The clock starts when the connection opens, or when the next request on it begins, and stops
-    once the headers are complete; the body has its own deadline (BODY_TIMEOUT_S, in the app).
+    once the headers are complete; the body has its own deadline (BODY_TIMEOUT_S, in the app). The
+    body of a request refused at the door never reaches the app: the protocol bounds it instead.
     """
 
     header_timeout_s: float
     max_header_bytes: int
+    body_timeout_s: float
     door: Door
     turns: Turns  # one per server: its inference requests start a few per turn of the loop
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         self._header_timer = None
+        self._skip_timer = None
         self._head_too_large = False
         super().connection_made(transport)
         self._await_headers()
@@ -160,6 +163,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             head.append(b"connection: close\r\n")
         self.transport.write(b"".join(head) + b"\r\n" + response.body)
         if keep_alive:
+            if cycle.more_body:  # its body is still to come (a pipelined one may have come whole)
+                self._skip_timer = self.loop.call_later(self.body_timeout_s, self._cut_off_skipped_body)
             self.on_response_complete()  # the keep-alive timer, or the next pipelined request
         else:
             self.transport.close()
@@ -173,6 +178,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 status,
             )
 
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self._skip_timer is not None:
+            # A refused request's body, skipped to its end. The bytes that brought it stopped
+            # uvicorn's keep-alive timer, and only a response restarts it: restart it here.
+            self._stop_skip_timer()
+            if self.timeout_keep_alive_task is None and not self.pipeline:
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
+
     def data_received(self, data: bytes) -> None:
         awaiting_headers = self._header_timer is not None
         super().data_received(data)
@@ -184,6 +200,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()
+        self._stop_skip_timer()
         super().connection_lost(exc)
 
     def _count_head(self, size: int) -> None:
@@ -208,6 +225,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer = None
         if not self.transport.is_closing():
             self.logger.info("Closed a connection whose request headers took over HEADER_TIMEOUT_S")
+            self.transport.close()
+
+    def _stop_skip_timer(self) -> None:
+        if self._skip_timer is not None:
+            self._skip_timer.cancel()
+            self._skip_timer = None
+
+    def _cut_off_skipped_body(self) -> None:
+        """A refused request's body too slow: the answer is sent, so close, as for slow headers."""
+        self._skip_timer = None
+        if not self.transport.is_closing():
+            self.logger.info("Closed a connection whose refused request's body took over BODY_TIMEOUT_S")
             self.transport.close()
 
     def _refuse_large_head(self) -> None:
@@ -247,7 +276,7 @@ def _small_body(scope: dict) -> bool:
 
 
 def guarded_protocol(
-    header_timeout_s: float, max_header_bytes: int, door: Door
+    header_timeout_s: float, max_header_bytes: int, body_timeout_s: float, door: Door
 ) -> type[GuardedHttpToolsProtocol]:
     """The protocol class for `uvicorn.Config(http=...)`, with these limits and this door."""
     return type(
@@ -256,6 +285,7 @@ def guarded_protocol(
         {
             "header_timeout_s": header_timeout_s,
             "max_header_bytes": max_header_bytes,
+            "body_timeout_s": body_timeout_s,
             "door": door,
             "turns": Turns(),
         },

@@ -17,10 +17,13 @@ from tests.app.conftest import png
 from tests.app.servers import (
     BOUNDARY,
     Server,
+    metric,
     multipart,
     read_until_closed,
+    running_server,
     start_server,
     stop,
+    wait_for,
     wait_until_ready,
 )
 
@@ -194,3 +197,68 @@ def test_api_keys_guard_the_real_server_and_never_reach_its_log(server):
     assert predict(server).status_code == 200
     assert httpx.get(f"{server.url}/readyz", timeout=DEADLINE_S).status_code == 200
     assert KEY not in server.output() and "not-the-key" not in server.output()
+
+
+@pytest.fixture(scope="module")
+def full_server(model_repository, tmp_path_factory) -> Iterator[Server]:
+    """A queue of one image: an upload in progress fills it, and the door refuses the next request."""
+    log = tmp_path_factory.mktemp("full") / "server.log"
+    limits = {"MAX_QUEUE_SIZE": "1", "MAX_FILES": "1", "BODY_TIMEOUT_S": "5", "KEEP_ALIVE_TIMEOUT_S": "1"}
+    with running_server(model_repository, log, **limits) as server:
+        yield server
+
+
+def refused_at_the_door(server: Server) -> tuple[socket.socket, bytes]:
+    """A connection whose request the door has refused, kept open for its body; and that body.
+
+    An upload in progress fills the queue while the refused request's head is sent (the upload's
+    own BODY_TIMEOUT_S then ends it)."""
+    body = multipart("a.png", png())
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
+    ).encode()
+    filling = connect(server)
+    filling.sendall(head + body[:10])
+    wait_for(lambda: metric(server, "http_requests_in_progress") == 2, "one upload in progress")
+    refused = connect(server)
+    refused.sendall(head)
+    answer = refused.recv(65536).decode()
+    filling.close()
+    assert answer.startswith("HTTP/1.1 503 Service Unavailable\r\n"), answer
+    assert "connection: close" not in answer.lower()  # kept, for the body to be skipped
+    return refused, body
+
+
+def test_a_refused_request_whose_body_trickles_is_cut_off_after_body_timeout(full_server):
+    connection, body = refused_at_the_door(full_server)
+    stop_sending = threading.Event()
+
+    def trickle() -> None:
+        for byte in body:
+            if stop_sending.wait(0.05):
+                return
+            try:
+                connection.send(bytes([byte]))
+            except OSError:  # the server closed the connection
+                return
+
+    sender = threading.Thread(target=trickle)
+    sender.start()
+    try:
+        assert read_until_closed(connection) == ""  # within DEADLINE_S, or recv raises
+    finally:
+        stop_sending.set()
+        sender.join(timeout=DEADLINE_S)
+        connection.close()
+    assert "refused request's body took over BODY_TIMEOUT_S" in full_server.output()
+
+
+def test_a_connection_idle_after_a_refused_requests_body_is_closed_after_the_keep_alive_timeout(
+    full_server,
+):
+    connection, body = refused_at_the_door(full_server)
+    with connection:
+        connection.sendall(body)
+
+        assert read_until_closed(connection) == ""
