@@ -19,7 +19,7 @@ from app.api import health, metrics, model, predict, report, tfserving, v2
 from app.api import page as web_page
 from app.api.admission import Door, ShedWhenFull
 from app.api.api_keys import ApiKeys, KeyRing
-from app.api.body_limit import RequestBodyLimit
+from app.api.body_limit import BodyBudget, RequestBodyLimit
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.problems import document_problems, register_problem_handlers
 from app.errors import ModelLoadError
@@ -99,10 +99,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.draining = False
     keys = KeyRing(settings.api_key_list(), settings.metrics_require_key)
     # Shedding is decided at the door: by the HTTP protocol (app/connections.py) or the middleware.
-    app.state.door = Door(app.state, keys)
+    budget = BodyBudget(settings.max_body_bytes_held, settings.max_upload_bytes)
+    app.state.door = Door(app.state, keys, budget)
     register_problem_handlers(app)
     app.add_middleware(
-        RequestBodyLimit, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s
+        RequestBodyLimit,
+        max_bytes=settings.max_upload_bytes,
+        timeout_s=settings.body_timeout_s,
+        budget=budget,
     )
     app.add_middleware(ShedWhenFull, door=app.state.door)
     app.add_middleware(ApiKeys, keys=keys)

@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body; larger bodies get 413 unread."
     )
+    max_body_bytes_held: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes of request bodies held in memory at once, over all requests; beyond it "
+        "requests get 503. The default fits a 2 GiB memory limit (docs/deployment.md).",
+    )
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest image (width x height) decoded; larger ones get 413 undecoded."
     )
@@ -237,6 +243,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"MAX_FILES ({self.max_files}) must not exceed MAX_QUEUE_SIZE ({self.max_queue_size}): "
                 "a request with that many images could never be admitted"
+            )
+        if self.max_body_bytes_held < self.max_upload_bytes:
+            raise ValueError(
+                f"MAX_BODY_BYTES_HELD ({self.max_body_bytes_held}) must not be below MAX_UPLOAD_BYTES "
+                f"({self.max_upload_bytes}): an upload of the largest size could never be let in"
             )
         if self.batch_timeout_ms >= self.request_timeout_ms:
             raise ValueError(

@@ -67,6 +67,19 @@ def test_settings_that_contradict_each_other_are_refused(environ):
         load_settings()
 
 
+def test_the_body_budget_must_hold_the_largest_upload(environ):
+    environ.setenv("MAX_UPLOAD_BYTES", "2000000")
+    environ.setenv("MAX_BODY_BYTES_HELD", "1000000")
+
+    with pytest.raises(InvalidSettings) as caught:
+        load_settings()
+
+    assert str(caught.value) == (
+        "Invalid settings:\n  MAX_BODY_BYTES_HELD (1000000) must not be below MAX_UPLOAD_BYTES (2000000): "
+        "an upload of the largest size could never be let in"
+    )
+
+
 def test_the_batch_timeout_must_be_shorter_than_the_request_timeout(environ):
     environ.setenv("BATCH_TIMEOUT_MS", "100")
     environ.setenv("REQUEST_TIMEOUT_MS", "100")
