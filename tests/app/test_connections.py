@@ -262,3 +262,23 @@ def test_a_connection_idle_after_a_refused_requests_body_is_closed_after_the_kee
         connection.sendall(body)
 
         assert read_until_closed(connection) == ""
+
+
+def test_a_client_hanging_up_mid_upload_is_counted_as_499_in_one_quiet_line(full_server):
+    def hung_up() -> float:
+        return metric(full_server, "http_requests_total", route="/predict", method="POST", status="499") or 0
+
+    before = hung_up()
+    body = multipart("a.png", png())
+    with connect(full_server) as leaving:
+        leaving.sendall(
+            f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n".encode()
+            + f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n".encode()
+            + body[:100]
+        )
+        wait_for(lambda: metric(full_server, "http_requests_in_progress") == 2, "the upload in progress")
+
+    wait_for(lambda: hung_up() == before + 1, "the hang-up counted")
+    output = full_server.output()
+    assert "Exception in ASGI application" not in output and "Traceback" not in output
+    assert "INFO:     The client went away before its request was read: POST /predict" in output
