@@ -18,7 +18,7 @@ from uvicorn.logging import DefaultFormatter
 from app.api import health, metrics, model, predict, report, tfserving, v2
 from app.api import page as web_page
 from app.api.admission import Door, ShedWhenFull, inference_routes
-from app.api.api_keys import ApiKeys, KeyRing
+from app.api.api_keys import ApiKeys, KeyRing, document_api_keys
 from app.api.body_limit import BodyBudget, RequestBodyLimit
 from app.api.dataplane import DataPlane
 from app.api.metrics import Metrics, MetricsMiddleware
@@ -130,4 +130,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outside: it sees the 413s too
     app.add_middleware(OneLineStartupFailure)
     document_problems(app)
+    document_api_keys(app, keys)
     return app
