@@ -22,12 +22,15 @@ again between them, and a refusal waits for at most a few uploads' parsing.
 """
 
 import asyncio
+import inspect
 import json
 import logging
+import re
 from collections import deque
 from http import HTTPStatus
 from typing import Protocol
 
+import uvicorn
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -96,6 +99,58 @@ class Turns:
                 self._started += 1
         if self._started:
             loop.call_soon(self._next_turn, loop)
+
+
+# What this module relies on in uvicorn's private httptools protocol (pyproject.toml pins the range):
+# the methods it overrides, the uvicorn methods that must call an override for it to take effect,
+# and the state of the protocol and of its request cycle it reads or sets.
+OVERRIDES = (
+    "connection_made", "data_received", "connection_lost", "on_message_begin", "on_url", "on_header",
+    "on_headers_complete", "on_message_complete", "send_400_response", "_start_asgi_task",
+)  # fmt: skip
+CALLERS = {
+    "_start_asgi_task": ("on_headers_complete", "on_response_complete"),
+    "send_400_response": ("data_received",),
+}
+PROTOCOL_STATE = (
+    "loop", "logger", "access_logger", "access_log", "timeout_keep_alive_task", "timeout_keep_alive",
+    "server_state", "transport", "pipeline", "expect_100_continue", "cycle",
+)  # fmt: skip
+CYCLE_STATE = ("scope", "keep_alive", "more_body", "response_complete")
+
+
+class UvicornMismatch(RuntimeError):
+    """The installed uvicorn's HTTP protocol is not the one `GuardedHttpToolsProtocol` extends."""
+
+
+def uvicorn_mismatches(protocol: type = HttpToolsProtocol, cycle: type = RequestResponseCycle) -> list[str]:
+    """What of `OVERRIDES`, `CALLERS` and the state above `protocol` and `cycle` lack: each an override
+    uvicorn would never call, or state it no longer keeps. Read from their code, not by running it."""
+    problems = []
+    for name in OVERRIDES:
+        if not callable(getattr(protocol, name, None)):
+            problems.append(f"{protocol.__name__}.{name} is gone: the override would never be called")
+    for name, callers in CALLERS.items():
+        for caller in callers:
+            method = getattr(protocol, caller, None)
+            if method is None or f"self.{name}(" not in inspect.getsource(method):
+                problems.append(f"{protocol.__name__}.{caller} no longer calls self.{name}()")
+    for cls, names in ((protocol, PROTOCOL_STATE), (cycle, CYCLE_STATE)):
+        init = inspect.getsource(cls.__init__)
+        for name in names:
+            if not re.search(rf"\bself\.{name}\b\s*(?::[^=\n]+)?=", init):
+                problems.append(f"{cls.__name__} no longer sets self.{name}")
+    return problems
+
+
+def check_uvicorn() -> None:
+    """Raise `UvicornMismatch` naming every hook that would fail to take, rather than let the limits
+    and the door lapse in silence."""
+    if problems := uvicorn_mismatches():
+        raise UvicornMismatch(
+            f"uvicorn {uvicorn.__version__} does not work as app/connections.py expects "
+            "(install the version pyproject.toml pins):\n  " + "\n  ".join(problems)
+        )
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -278,7 +333,9 @@ def _small_body(scope: dict) -> bool:
 def guarded_protocol(
     header_timeout_s: float, max_header_bytes: int, body_timeout_s: float, door: Door
 ) -> type[GuardedHttpToolsProtocol]:
-    """The protocol class for `uvicorn.Config(http=...)`, with these limits and this door."""
+    """The protocol class for `uvicorn.Config(http=...)`, with these limits and this door; raises
+    `UvicornMismatch` if the installed uvicorn would not call its overrides."""
+    check_uvicorn()
     return type(
         "GuardedHttpTools",
         (GuardedHttpToolsProtocol,),

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from app.connections import Turns
+from app.connections import Turns, uvicorn_mismatches
 from tests.app.conftest import png
 from tests.app.servers import (
     BOUNDARY,
@@ -282,3 +283,32 @@ def test_a_client_hanging_up_mid_upload_is_counted_as_499_in_one_quiet_line(full
     output = full_server.output()
     assert "Exception in ASGI application" not in output and "Traceback" not in output
     assert "INFO:     The client went away before its request was read: POST /predict" in output
+
+
+def test_the_installed_uvicorn_calls_every_override_and_keeps_the_state_read():
+    assert uvicorn_mismatches() == []
+
+
+class ProtocolBefore045(HttpToolsProtocol):
+    """uvicorn's protocol as it was before 0.45: the app's task started in `on_headers_complete`."""
+
+    _start_asgi_task = None
+
+    def on_headers_complete(self) -> None:
+        self.loop.create_task(self.cycle.run_asgi(self.app))
+
+
+class CycleWithoutMoreBody(RequestResponseCycle):
+    def __init__(self, scope: dict) -> None:
+        self.scope = scope
+        self.keep_alive: bool = True
+        self.response_complete = False
+
+
+def test_a_uvicorn_that_would_not_call_an_override_is_named_at_start_up():
+    """Checked when `python -m app` makes its protocol (`guarded_protocol`), which then exits."""
+    assert uvicorn_mismatches(ProtocolBefore045, CycleWithoutMoreBody) == [
+        "ProtocolBefore045._start_asgi_task is gone: the override would never be called",
+        "ProtocolBefore045.on_headers_complete no longer calls self._start_asgi_task()",
+        "CycleWithoutMoreBody no longer sets self.more_body",
+    ]
