@@ -148,7 +148,7 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=1024, description="Largest request body; larger bodies get 413 unread."
     )
     max_body_bytes_held: int = Field(
-        256 * 1024 * 1024,
+        128 * 1024 * 1024,
         ge=1024,
         description="Most bytes of request bodies held in memory at once, over all requests; beyond it "
         "requests get 503. The default fits a 2 GiB memory limit (docs/deployment.md).",
