@@ -73,6 +73,28 @@ def still_open(connection: socket.socket) -> bool:
         return True
 
 
+def read_while_trickling(connection: socket.socket, data: bytes) -> str:
+    """What the server sends until it closes the connection, while `data` goes out a byte at a time."""
+    stop_sending = threading.Event()
+
+    def trickle() -> None:
+        for byte in data:
+            if stop_sending.wait(0.05):
+                return
+            try:
+                connection.send(bytes([byte]))
+            except OSError:  # the server closed the connection
+                return
+
+    sender = threading.Thread(target=trickle)
+    sender.start()
+    try:
+        return read_until_closed(connection)
+    finally:
+        stop_sending.set()
+        sender.join(timeout=DEADLINE_S)
+
+
 def test_requests_let_in_together_start_a_few_per_turn_of_the_event_loop():
     """Between turns, the loop reads its sockets again; one cancelled while waiting gives up its turn."""
 
@@ -130,7 +152,6 @@ def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(server):
 
 def test_a_trickling_body_gets_408(server):
     body = multipart("a.png", png())
-    stop_sending = threading.Event()
 
     with connect(server) as trickler:
         trickler.sendall(
@@ -138,23 +159,7 @@ def test_a_trickling_body_gets_408(server):
             + f"X-API-Key: {KEY}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n".encode()
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
         )
-
-        def trickle() -> None:
-            for byte in body[:-1]:  # never the whole body
-                if stop_sending.wait(0.05):
-                    return
-                try:
-                    trickler.send(bytes([byte]))
-                except OSError:  # the server closed the connection
-                    return
-
-        sender = threading.Thread(target=trickle)
-        sender.start()
-        try:
-            answer = read_until_closed(trickler)
-        finally:
-            stop_sending.set()
-            sender.join(timeout=DEADLINE_S)
+        answer = read_while_trickling(trickler, body[:-1])  # never the whole body
 
     assert answer.startswith("HTTP/1.1 408 ")
     assert "content-type: application/problem+json" in answer.lower()
@@ -233,25 +238,8 @@ def refused_at_the_door(server: Server) -> tuple[socket.socket, bytes]:
 
 def test_a_refused_request_whose_body_trickles_is_cut_off_after_body_timeout(full_server):
     connection, body = refused_at_the_door(full_server)
-    stop_sending = threading.Event()
-
-    def trickle() -> None:
-        for byte in body:
-            if stop_sending.wait(0.05):
-                return
-            try:
-                connection.send(bytes([byte]))
-            except OSError:  # the server closed the connection
-                return
-
-    sender = threading.Thread(target=trickle)
-    sender.start()
-    try:
-        assert read_until_closed(connection) == ""  # within DEADLINE_S, or recv raises
-    finally:
-        stop_sending.set()
-        sender.join(timeout=DEADLINE_S)
-        connection.close()
+    with connection:
+        assert read_while_trickling(connection, body) == ""  # within DEADLINE_S, or recv raises
     assert "refused request's body took over BODY_TIMEOUT_S" in full_server.output()
 
 

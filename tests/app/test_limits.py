@@ -133,6 +133,14 @@ def test_max_files_is_counted_as_the_multipart_body_is_parsed(limited):
     )
 
 
+def over_budget(response: httpx.Response, held: int, brings: int) -> None:
+    """`response` is the 503 of a body that MAX_BODY_BYTES_HELD (30000) has no room for."""
+    detail = f"{held} bytes of request bodies are held and this one brings {brings}; "
+    detail += "MAX_BODY_BYTES_HELD is 30000"
+    problem(response, 503, URN + "overloaded", "Overloaded", detail)
+    assert response.headers["retry-after"] == "1"
+
+
 @pytest.fixture
 def budgeted(make_settings):
     """Room for 30 kB of request bodies at once, of which another upload in progress holds 20 kB."""
@@ -153,16 +161,7 @@ def test_a_body_over_what_max_body_bytes_held_has_left_answers_503_unread(budget
     refused = budgeted.post("/predict", files=files(("big.png", big)))
     let_in = budgeted.post("/predict", files=files(("small.png", small)))
 
-    declared = int(refused.request.headers["content-length"])
-    problem(
-        refused,
-        503,
-        URN + "overloaded",
-        "Overloaded",
-        f"20000 bytes of request bodies are held and this one brings {declared}; "
-        "MAX_BODY_BYTES_HELD is 30000",
-    )
-    assert refused.headers["retry-after"] == "1"
+    over_budget(refused, held=20_000, brings=int(refused.request.headers["content-length"]))
     assert let_in.status_code == 200, let_in.text
 
 
@@ -174,14 +173,7 @@ def test_a_chunked_body_counts_as_it_arrives(budgeted):
     )
 
     assert "content-length" not in response.request.headers  # nothing to count at the door
-    problem(
-        response,
-        503,
-        URN + "overloaded",
-        "Overloaded",
-        f"20000 bytes of request bodies are held and this one brings {len(body)}; "
-        "MAX_BODY_BYTES_HELD is 30000",
-    )
+    over_budget(response, held=20_000, brings=len(body))
     assert response.headers["connection"] == "close"
 
 
@@ -207,14 +199,5 @@ def test_a_real_server_sheds_bodies_beyond_the_budget_at_the_door_and_frees_them
             held_answer = holding.recv(65536)
         wait_for(lambda: post().status_code == 200, "the finished upload's bytes released")
 
-    declared = int(refused.request.headers["content-length"])
-    problem(
-        refused,
-        503,
-        URN + "overloaded",
-        "Overloaded",
-        f"{len(body)} bytes of request bodies are held and this one brings {declared}; "
-        "MAX_BODY_BYTES_HELD is 30000",
-    )
-    assert refused.headers["retry-after"] == "1"
+    over_budget(refused, held=len(body), brings=int(refused.request.headers["content-length"]))
     assert held_answer.startswith(b"HTTP/1.1 200 OK\r\n")
