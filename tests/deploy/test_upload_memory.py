@@ -2,9 +2,11 @@
 deploy/k8s/deployment.yaml): MAX_BODY_BYTES_HELD sheds what would not fit, and nothing is OOM-killed.
 
 Before the budget, every upload of a burst was let in (the queue counts images, not bytes) and read
-whole: 128 uploads of 12 MiB took the process 1.2 GB over its rest (docs/reliability.md), and the
-demo model's to 3.19 GiB; the container was killed with every request in flight. The burst here is
-larger, so that on the test's small model too it would pass the limit without the budget.
+whole: 128 uploads of 12 MiB at once took the process 1.2 GB over its rest on loopback
+(docs/reliability.md), the demo model's to 3.19 GiB. Through Docker's port proxy the uploads arrive
+more slowly: on the machine this was written on, even without the budget 384 of them were not
+OOM-killed on the test's model. So this test guards the promise as a user meets it; the tests that
+fail without the budget are in tests/app/test_limits.py.
 """
 
 import socket
@@ -29,7 +31,7 @@ from tests.logs import error_lines
 
 pytestmark = pytest.mark.image
 
-UPLOADS = 192
+UPLOADS = 128
 UPLOAD_BYTES = 12 * 1024 * 1024
 DEADLINE_S = 300
 
