@@ -25,8 +25,6 @@ from PIL.JpegImagePlugin import get_sampling
 
 from app.main import create_app
 from imaging.decode import decode
-from tests.app.conftest import files
-from tests.conftest import IMAGE_SIZE, LABELS, MODEL_NAME
 from tests.image_corpus import (
     INPUT_SIDE,
     UPRIGHT,
@@ -37,6 +35,8 @@ from tests.image_corpus import (
     scaled_jpegs,
     stored_as,
 )
+from tests.support.http import files
+from tests.support.models import IMAGE_SIZE, LABELS, MODEL_NAME
 from training.data import Split, make_dataset
 from training.preprocessing import decode_image as graph_decode
 from training.preprocessing import resize
