@@ -14,7 +14,6 @@ import pytest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from app.connections import Turns, uvicorn_mismatches
-from tests.app.conftest import png
 from tests.app.servers import (
     BOUNDARY,
     Server,
@@ -27,6 +26,7 @@ from tests.app.servers import (
     wait_for,
     wait_until_ready,
 )
+from tests.support.images import png
 
 KEY = "connections-test-key"
 HEADER_TIMEOUT_S = 10  # long enough that 200 connections open well within it, on the busiest machine

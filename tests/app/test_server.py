@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from tests import image_corpus
-from tests.app.conftest import HOSTILE_MODEL, ROOT, png, solid_png
 from tests.app.servers import (
     BOUNDARY,
     Server,
@@ -27,8 +26,10 @@ from tests.app.servers import (
     wait_for,
     wait_until_ready,
 )
-from tests.hostile_model import GREY
-from tests.logs import error_lines
+from tests.hostile_model import GREY, HOSTILE_MODEL
+from tests.support import ROOT
+from tests.support.images import png, solid_png
+from tests.support.logs import error_lines
 
 
 def healthcheck(port: int) -> int:

@@ -24,7 +24,7 @@ from tests.deploy.containers import (
     wait_for,
     wait_healthy,
 )
-from tests.logs import error_lines
+from tests.support.logs import error_lines
 
 pytestmark = pytest.mark.image
 

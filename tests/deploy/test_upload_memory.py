@@ -27,7 +27,7 @@ from tests.deploy.containers import (
     wait_healthy,
 )
 from tests.deploy.test_images import readable_copy
-from tests.logs import error_lines
+from tests.support.logs import error_lines
 
 pytestmark = pytest.mark.image
 
