@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.app.servers import free_port
-from tests.conftest import TRAINED_SIZE, write_colour_folder
+from tests.support.models import TRAINED_SIZE, write_colour_folder
 from tests.training.test_train import ENV
 
 # Both workers run on this machine's 2 cores, beside the rest of the suite.
