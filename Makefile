@@ -44,8 +44,8 @@ fleet-down:  ## Remove the fleet (the model volume and the swarm are kept)
 lint: audit  ## ruff, hadolint, compose and Kubernetes schema checks, promtool on the alert rules, pip-audit
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/hadolint Dockerfile
-	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(VENV)/bin/hadolint Dockerfile deploy/swarm/haproxy/Dockerfile
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml deploy/swarm/stack.yml
 	$(VENV)/bin/kubernetes-validate --strict --kubernetes-version 1.29.0 deploy/k8s/deployment.yaml deploy/k8s/service.yaml deploy/k8s/hpa.yaml deploy/k8s/pdb.yaml
 	cd deploy/prometheus && promtool check rules rules.yml && promtool check config prometheus.yml && promtool test rules rules_test.yml
 

@@ -1,11 +1,14 @@
-"""`make fleet` run for real on this Docker Engine in swarm mode: 3 replicas of the demo image behind
-HAProxy. Under a steady load through the balancer, a rolling restart and a killed replica cost no
-request; a new model version written to the shared volume reaches every replica."""
+"""The fleet on Docker swarm (deploy/swarm/). Without Docker: the stack file and the balancer's image
+and configuration agree with the service's shutdown. With it (`-m image`), `make fleet` run for real:
+3 replicas of the demo image behind HAProxy; under a steady load through the balancer, a rolling
+restart and a killed replica cost no request; a new model version written to the shared volume
+reaches every replica."""
 
 import csv
 import io
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -15,18 +18,60 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+import yaml
 
 from tests.conftest import LABELS, MODEL_NAME
+from tests.deploy.conftest import tool
 from tests.deploy.containers import DOCKER, START_PERIOD_S, docker, free_port, jpeg, wait_for
-from tests.deploy.manifests import ROOT
+from tests.deploy.manifests import ROOT, compose_environment, seconds
 
-pytestmark = pytest.mark.image
-
+SWARM_DIR = ROOT / "deploy" / "swarm"
+STACK_FILE = SWARM_DIR / "stack.yml"
+HAPROXY_CFG = SWARM_DIR / "haproxy" / "haproxy.cfg"
 STACK = "inception-v2"
 API = f"{STACK}_api"
 REPLICAS = 3
 # A replica's start (at most the health check's start period) with room for a loaded machine.
 REPLICA_START_S = START_PERIOD_S + 120
+
+
+def test_stack_file_follows_the_compose_specification_and_the_balancer_image_passes_hadolint():
+    for command in (
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(STACK_FILE)],
+        [tool("hadolint"), "--no-color", str(SWARM_DIR / "haproxy" / "Dockerfile")],
+    ):
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_only_the_balancer_publishes_and_both_services_avoid_ipvs():
+    services = yaml.safe_load(STACK_FILE.read_text())["services"]
+    api, balancer = services["api"], services["lb"]
+
+    assert "ports" not in api
+    assert [(p["target"], p["published"], p["mode"]) for p in balancer["ports"]] == [
+        (8080, "${FLEET_PORT:-8080}", "host")
+    ]
+    assert api["deploy"]["endpoint_mode"] == balancer["deploy"]["endpoint_mode"] == "dnsrr"
+    assert re.search(r"^\s*server-template api \d+ tasks\.api:8000$", HAPROXY_CFG.read_text(), re.MULTILINE)
+
+
+def test_a_stopping_replica_leaves_the_pool_before_it_stops_serving_and_drains_before_sigkill():
+    api = yaml.safe_load(STACK_FILE.read_text())["services"]["api"]
+    settings = compose_environment(api, {})
+    delay, drain = float(settings["SHUTDOWN_DELAY_S"]), float(settings["SHUTDOWN_TIMEOUT_S"])
+    check = re.search(
+        r"^\s*default-server check inter (\d+)s fall (\d+) ", HAPROXY_CFG.read_text(), re.MULTILINE
+    )
+    assert check, "HAProxy checks every replica"
+    taken_out = int(check[1]) * int(check[2])  # checks every `inter`, out after `fall` failures
+
+    assert re.search(r"^\s*http-check send meth GET uri /readyz ", HAPROXY_CFG.read_text(), re.MULTILINE)
+    assert taken_out <= delay / 2, "out of the pool well within the shutdown delay"
+    assert api["stop_signal"] == "SIGTERM"
+    assert seconds(api["stop_grace_period"]) >= delay + drain + 10
+    update = api["deploy"]["update_config"]
+    assert (update["parallelism"], update["order"]) == (1, "start-first"), "3 replicas serve throughout"
 
 
 @dataclass
@@ -160,6 +205,7 @@ class Load:
         wait_for(lambda: self.served >= target, timeout_s, f"{more} more requests served", every_s=0.2)
 
 
+@pytest.mark.image
 @pytest.mark.timeout(2400)
 def test_a_rolling_update_and_a_killed_replica_cost_no_request(fleet):
     wait_for(whole, 120, "3 replicas UP in the balancer", every_s=1)
@@ -200,6 +246,7 @@ def test_a_rolling_update_and_a_killed_replica_cost_no_request(fleet):
     assert len(rolled) == REPLICAS
 
 
+@pytest.mark.image
 @pytest.mark.timeout(600)
 def test_a_new_version_in_the_shared_volume_reaches_every_replica(fleet, model_repository):
     # Written as the docs tell: copied into a hidden folder of the volume, then renamed into place.
