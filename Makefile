@@ -28,7 +28,7 @@ run: demo-model  ## Start the service on 127.0.0.1:8000 (trains the demo model f
 test: $(VENV)/.installed  ## Run the test suite
 	$(PY) -m pytest
 
-test-image: $(VENV)/.installed  ## Build the images and test them on Docker and Compose for real (minutes)
+test-image: $(VENV)/.installed  ## Build the images and test them on Docker, Compose and swarm for real (minutes)
 	DOCKER=$(DOCKER) $(PY) -m pytest -m image -rP --timeout 3600 tests/deploy
 
 image:  ## Build the runtime and demo images, making the base image from Debian's packages if needed
