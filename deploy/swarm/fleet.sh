@@ -14,6 +14,7 @@
 #   MODELS         a model repository folder to copy into the model volume when it is made; unset: the
 #                  image's own /models (the demo image's demo model)
 #   MODELS_VOLUME  the volume holding the model repository (default inception-v2_models)
+#   MODEL_NAME     the model the replicas serve from it (default inception_v2)
 #   FLEET_PORT     the balancer's port on this host (default 8080)
 #   BASE_IMAGE     the balancer image's base (default inception-v2-base:bookworm, which `make image` makes)
 #   LB_IMAGE       the balancer's image tag (default inception-v2-haproxy:bookworm)
@@ -44,9 +45,22 @@ replicas() {
     $DOCKER service ls --filter "label=com.docker.stack.namespace=$STACK" --format '{{.Name}} {{.Replicas}}'
 }
 
-# True once every service runs as many tasks as it wants (a task runs once its health check passed).
+# Each service's rolling update, if one was ever made: updating, completed, rollback_completed, ...
+update_states() {
+    for service in $($DOCKER service ls --quiet --filter "label=com.docker.stack.namespace=$STACK"); do
+        $DOCKER service inspect --format '{{.Spec.Name}} {{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$service"
+    done
+}
+
+# True once every service runs as many tasks as it wants (a task runs once its health check passed)
+# and no update is still rolling; an update rolled back or paused is an error.
 converged() {
-    [ -n "$(replicas)" ] && replicas | awk '{ split($2, n, "/"); if (n[1] != n[2] || n[2] == 0) bad = 1 } END { exit bad }'
+    states="$(update_states)"
+    if echo "$states" | grep -E ' (rollback_[a-z]+|paused)$' >&2; then
+        fail "the update did not complete (docker service ps --no-trunc ${STACK}_api says why)"
+    fi
+    ! echo "$states" | grep -q ' updating$' && [ -n "$(replicas)" ] &&
+        replicas | awk '{ split($2, n, "/"); if (n[1] != n[2] || n[2] == 0) bad = 1 } END { exit bad }'
 }
 
 # GET a path of the balancer from inside its container: the host needs no HTTP client.

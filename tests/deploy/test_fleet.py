@@ -31,8 +31,10 @@ HAPROXY_CFG = SWARM_DIR / "haproxy" / "haproxy.cfg"
 STACK = "inception-v2"
 API = f"{STACK}_api"
 REPLICAS = 3
-# A replica's start (at most the health check's start period) with room for a loaded machine.
-REPLICA_START_S = START_PERIOD_S + 120
+# A replica's start: at most the stack's health check start period, with room for a loaded machine.
+REPLICA_START_S = (
+    seconds(yaml.safe_load(STACK_FILE.read_text())["services"]["api"]["healthcheck"]["start_period"]) + 60
+)
 
 
 def test_stack_file_follows_the_compose_specification_and_the_balancer_image_passes_hadolint():
@@ -70,6 +72,7 @@ def test_a_stopping_replica_leaves_the_pool_before_it_stops_serving_and_drains_b
     assert taken_out <= delay / 2, "out of the pool well within the shutdown delay"
     assert api["stop_signal"] == "SIGTERM"
     assert seconds(api["stop_grace_period"]) >= delay + drain + 10
+    assert seconds(api["healthcheck"]["start_period"]) >= START_PERIOD_S, "at least the image's start period"
     update = api["deploy"]["update_config"]
     assert (update["parallelism"], update["order"]) == (1, "start-first"), "3 replicas serve throughout"
 
