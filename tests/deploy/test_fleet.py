@@ -137,14 +137,26 @@ def in_the_container(container: str, url: str) -> str:
     return docker("exec", container, "python3", "-c", code).stdout
 
 
-def balancer_stats() -> list[dict[str, str]]:
-    """HAProxy's statistics (its CSV), one row per frontend, server and backend."""
-    (balancer,) = docker(
+def balancer() -> str:
+    """The balancer's container."""
+    (container,) = docker(
         "ps", "--quiet", "--filter", f"label=com.docker.swarm.service.name={STACK}_lb"
     ).stdout.split()
+    return container
+
+
+def balancer_stats() -> list[dict[str, str]]:
+    """HAProxy's statistics (its CSV), one row per frontend, server and backend."""
     return list(
-        csv.DictReader(io.StringIO(in_the_container(balancer, "http://127.0.0.1:8404/stats;csv")[2:]))
+        csv.DictReader(io.StringIO(in_the_container(balancer(), "http://127.0.0.1:8404/stats;csv")[2:]))
     )
+
+
+def balancer_log() -> str:
+    """The balancer's log: the requests that failed, were retried or redispatched, and each replica's
+    comings and goings."""
+    output = docker("logs", balancer())
+    return output.stdout + output.stderr
 
 
 def pool() -> dict[str, str]:
@@ -244,7 +256,7 @@ def test_a_rolling_update_and_a_killed_replica_cost_no_request(fleet):
         f"{replaced:.0f} s; the balancer retried {backend['wretr']} connections and redispatched "
         f"{backend['wredis']} requests to another replica"
     )
-    assert load.failures == []
+    assert load.failures == [], f"{load.failures}\nHAProxy's log of what went wrong:\n{balancer_log()}"
     assert rolled.isdisjoint(before), "every replica was replaced by the update"
     assert len(rolled) == REPLICAS
 
