@@ -3,8 +3,10 @@
 Names and labels are a contract: alerts are written against them (docs/api.md lists them).
 """
 
+import logging
 import time
 from collections.abc import Iterator
+from http import HTTPStatus
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
@@ -17,11 +19,15 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.runtime.repository import ModelRepository
 
 STATES = ("LOADING", "AVAILABLE", "UNLOADING", "END")
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away before the answer
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["monitoring"])
 
@@ -144,7 +150,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500  # unless a response starts: the app raised
+        status: int = HTTPStatus.INTERNAL_SERVER_ERROR  # unless a response starts: the app raised
 
         async def send_and_note_status(message: Message) -> None:
             nonlocal status
@@ -156,6 +162,13 @@ class MetricsMiddleware:
         self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_and_note_status)
+        except ClientDisconnect:
+            # Nginx's 499: the client closed the connection before its request was read. Nothing
+            # failed here, so no traceback: uvicorn would log one as "Exception in ASGI application".
+            status = CLIENT_CLOSED_REQUEST
+            logger.info(
+                "The client went away before its request was read: %s %s", scope["method"], scope["path"]
+            )
         finally:
             self.metrics.in_progress.dec()
             route = scope.get("route")  # set by the router on a match

@@ -20,10 +20,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import LABELS, MODEL_NAME
-from tests.deploy.conftest import tool
 from tests.deploy.containers import DOCKER, START_PERIOD_S, docker, free_port, jpeg, wait_for
 from tests.deploy.manifests import ROOT, compose_environment, seconds
+from tests.support.models import LABELS, MODEL_NAME
+from tests.tools import tool
 
 SWARM_DIR = ROOT / "deploy" / "swarm"
 STACK_FILE = SWARM_DIR / "stack.yml"
