@@ -62,6 +62,7 @@ class Metrics:
         )
         self.versions = VersionCollector()
         self.registry.register(self.versions)
+        self.registry.register(EventLoopCollector())
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request (by route template, not raw path) and its duration."""
@@ -116,11 +117,33 @@ class VersionCollector(Collector):
             labels=["version"],
         )
         info = InfoMetricFamily("model", "The model version served by default.")
+        chosen = GaugeMetricFamily(
+            "inference_batch_size_limit",
+            "The largest batch each version forms: chosen at warm-up from its timed curve, at most "
+            "MAX_BATCH_SIZE.",
+            labels=["version"],
+        )
+        curve = GaugeMetricFamily(
+            "inference_batch_curve_images_per_second",
+            "The model's images per second at each batch size timed at warm-up, by version.",
+            labels=["version", "batch_size"],
+        )
+        decode_cpu = CounterMetricFamily(
+            "inference_decode_cpu_seconds",
+            "CPU seconds the decoder threads spent decoding and resizing images, by version; with "
+            "inference_batch_duration_seconds_sum and the process's CPU time it gives what serving "
+            "costs beyond decoding and the model.",
+            labels=["version"],
+        )
         if models is not None:
             for version, classifier in models.available().items():
                 depth.add_metric([str(version)], classifier.batcher.depth)
                 capacity.add_metric([str(version)], classifier.batcher.max_queue_size)
                 failures.add_metric([str(version)], classifier.batcher.failures)
+                chosen.add_metric([str(version)], classifier.batcher.max_batch_size)
+                for timing in classifier.model.batch_curve:
+                    curve.add_metric([str(version), str(timing.batch_size)], timing.images_per_second)
+                decode_cpu.add_metric([str(version)], classifier.batcher.decode_cpu_seconds)
             for status in models.statuses():
                 for name in STATES:
                     state.add_metric([models.name, str(status.version), name], float(status.state == name))
@@ -130,7 +153,20 @@ class VersionCollector(Collector):
                 info.add_metric(
                     [], {"name": model.name, "version": str(model.version), "device": model.device}
                 )
-        yield from (depth, capacity, state, failed, failures, info)
+        yield from (depth, capacity, state, failed, failures, info, chosen, curve, decode_cpu)
+
+
+class EventLoopCollector(Collector):
+    """The CPU time of the thread that collects, which is the event loop's: the /metrics route runs
+    the collection on it. One thread parses, routes and answers every request, so its CPU time per
+    request is the ceiling on requests per second, whatever the model's speed."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "event_loop_cpu_seconds",
+            "CPU seconds of the event loop's thread: HTTP parsing, routing, middleware and responses.",
+            value=time.thread_time(),
+        )
 
 
 class MetricsMiddleware:
