@@ -45,12 +45,14 @@ def notebook_model(repository: Path) -> Path:
 
 
 def served_version(base_path: Path, name: str) -> Path:
-    """The version the service itself would serve: resolved by the service's own code."""
+    """The version the service serves by default (the highest), found by the service's own code."""
     from app.errors import ModelLoadError
-    from app.runtime.model import find_version
+    from app.runtime.model import list_versions, no_versions
 
     try:
-        return find_version(base_path, name, None)
+        if versions := list_versions(base_path / name):
+            return versions[max(versions)]
+        raise no_versions(base_path / name)
     except ModelLoadError as error:
         raise SystemExit(str(error)) from None
 

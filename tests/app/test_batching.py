@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from app.errors import InferenceFailed, ModelNotReady, Overloaded, RequestTimedOut
 from app.main import create_app
 from app.runtime.batcher import BatchChoice, Batcher, choose_batching
-from app.runtime.model import MIN_ROUNDS, Model, load_model, timed_batch_sizes
+from app.runtime.model import MIN_ROUNDS, Model, load_version, place_on_device, timed_batch_sizes
 from tests.app.conftest import HOSTILE_MODEL, png, samples
 from tests.conftest import IMAGE_SIZE, MODEL_NAME
 from tests.hostile_model import WHITE, mean_colour_probabilities, save_test_model
@@ -22,7 +22,7 @@ from tests.hostile_model import WHITE, mean_colour_probabilities, save_test_mode
 
 @pytest.fixture(scope="module")
 def model(model_repository) -> Model:
-    return load_model(model_repository, MODEL_NAME)
+    return load_version(model_repository / MODEL_NAME / "1", place_on_device(None, 0, 0))
 
 
 class Recorder:
@@ -152,7 +152,7 @@ def test_a_request_whose_images_all_arrive_is_not_kept_waiting(make_batcher, rec
 
 
 def test_a_batch_the_model_fails_on_is_retried_image_by_image_and_counted(hostile_repository):
-    hostile = load_model(hostile_repository.base, HOSTILE_MODEL)
+    hostile = load_version(hostile_repository.base / HOSTILE_MODEL / "1", place_on_device(None, 0, 0))
     recorder = Recorder(hostile)
     batcher = Batcher(
         recorder,
