@@ -186,16 +186,18 @@ class Server(HttpProcess):
         return self
 
     def work_seconds(self) -> dict[str, float]:
-        """From /metrics: the decoder threads' CPU seconds, and the model's seconds on the inference
-        thread (wall clock: TensorFlow's own threads do the work, so no one thread's clock holds it)."""
+        """From /metrics, CPU seconds: the decoder threads' (decoding), and the model's (the inference
+        thread's in model calls and TensorFlow's own threads', which also run the resizes' ops)."""
         text = _get(f"{self.url}/metrics")[1].decode()
+        kinds = {
+            "inference_decode_cpu_seconds_total": "decode",
+            "inference_model_cpu_seconds_total": "model",
+            "tensorflow_threads_cpu_seconds_total": "model",
+        }
         totals = {"decode": 0.0, "model": 0.0}
         for line in text.splitlines():
-            name = line.split("{", 1)[0].split(" ", 1)[0]
-            if name == "inference_decode_cpu_seconds_total":
-                totals["decode"] += float(line.rsplit(" ", 1)[1])
-            elif name == "inference_batch_duration_seconds_sum":
-                totals["model"] += float(line.rsplit(" ", 1)[1])
+            if kind := kinds.get(line.split("{", 1)[0].split(" ", 1)[0]):
+                totals[kind] += float(line.rsplit(" ", 1)[1])
         return totals
 
 

@@ -3,8 +3,11 @@
 Names and labels are a contract: alerts are written against them (docs/api.md lists them).
 """
 
+import contextlib
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
@@ -22,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.runtime.repository import ModelRepository
 
 STATES = ("LOADING", "AVAILABLE", "UNLOADING", "END")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 router = APIRouter(tags=["monitoring"])
 
@@ -62,7 +66,7 @@ class Metrics:
         )
         self.versions = VersionCollector()
         self.registry.register(self.versions)
-        self.registry.register(EventLoopCollector())
+        self.registry.register(ThreadCpuCollector())
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request (by route template, not raw path) and its duration."""
@@ -135,6 +139,12 @@ class VersionCollector(Collector):
             "costs beyond decoding and the model.",
             labels=["version"],
         )
+        model_cpu = CounterMetricFamily(
+            "inference_model_cpu_seconds",
+            "CPU seconds of the inference thread in model calls, by version; TensorFlow's own threads "
+            "do the rest of the model's work (tensorflow_threads_cpu_seconds_total).",
+            labels=["version"],
+        )
         if models is not None:
             for version, classifier in models.available().items():
                 depth.add_metric([str(version)], classifier.batcher.depth)
@@ -144,6 +154,7 @@ class VersionCollector(Collector):
                 for timing in classifier.model.batch_curve:
                     curve.add_metric([str(version), str(timing.batch_size)], timing.images_per_second)
                 decode_cpu.add_metric([str(version)], classifier.batcher.decode_cpu_seconds)
+                model_cpu.add_metric([str(version)], classifier.batcher.inference_cpu_seconds)
             for status in models.statuses():
                 for name in STATES:
                     state.add_metric([models.name, str(status.version), name], float(status.state == name))
@@ -153,13 +164,17 @@ class VersionCollector(Collector):
                 info.add_metric(
                     [], {"name": model.name, "version": str(model.version), "device": model.device}
                 )
-        yield from (depth, capacity, state, failed, failures, info, chosen, curve, decode_cpu)
+        yield from (depth, capacity, state, failed, failures, info, chosen, curve, decode_cpu, model_cpu)
 
 
-class EventLoopCollector(Collector):
-    """The CPU time of the thread that collects, which is the event loop's: the /metrics route runs
-    the collection on it. One thread parses, routes and answers every request, so its CPU time per
-    request is the ceiling on requests per second, whatever the model's speed."""
+class ThreadCpuCollector(Collector):
+    """CPU time by thread: the event loop's, and TensorFlow's own threads'.
+
+    The event loop's is the clock of the thread that collects: the /metrics route runs the
+    collection on it. One thread parses, routes and answers every request, so its CPU time per
+    request is the ceiling on requests per second, whatever the model's speed. TensorFlow names its
+    threads `tf_...` (its op pools): their time is the model's, and the resizes', wherever called.
+    """
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily(
@@ -167,6 +182,22 @@ class EventLoopCollector(Collector):
             "CPU seconds of the event loop's thread: HTTP parsing, routing, middleware and responses.",
             value=time.thread_time(),
         )
+        yield CounterMetricFamily(
+            "tensorflow_threads_cpu_seconds",
+            "CPU seconds of TensorFlow's own threads (named tf_*): the model's and the resizes' work.",
+            value=tensorflow_threads_cpu_seconds(),
+        )
+
+
+def tensorflow_threads_cpu_seconds() -> float:
+    """The CPU seconds of this process's threads that TensorFlow named, from /proc (Linux)."""
+    ticks = 0
+    for task in Path("/proc/self/task").glob("*"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            if (task / "comm").read_text().startswith("tf_"):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / CLOCK_TICKS
 
 
 class MetricsMiddleware:

@@ -103,9 +103,11 @@ class Batcher:
         # ask for (the door's guess, app/api/admission.py). 1 until requests have been seen.
         self.images_per_request = 1.0
         self.failures = 0  # model calls that raised (the metrics read it)
-        # CPU seconds the decoder threads spent preparing this batcher's images: with the process's
-        # CPU clock and the model's time it tells what serving costs beyond them (benchmarks/load.py).
+        # CPU seconds the decoder threads spent preparing this batcher's images, and the inference
+        # thread in model calls (TensorFlow's own threads do the rest of the model's work): with the
+        # process's CPU clock they tell what serving costs beyond them (benchmarks/load.py).
         self.decode_cpu_seconds = 0.0
+        self.inference_cpu_seconds = 0.0
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
@@ -213,7 +215,7 @@ class Batcher:
             self._deliver(expired, [error] * len(expired))
 
     def _infer(self, batch: list[_Item]) -> None:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         try:
             probabilities = self._predict(np.stack([item.pixels for item in batch]))
         except Exception:
@@ -228,6 +230,7 @@ class Batcher:
             logger.exception("Inference failed on one image")
             self._deliver(batch, [InferenceFailed("The model failed on this image; see the server log")])
             return
+        self.inference_cpu_seconds += time.thread_time() - cpu  # only this thread writes it
         if self._on_batch is not None:
             self._on_batch(len(batch), time.perf_counter() - start)
         self._deliver(batch, list(probabilities))

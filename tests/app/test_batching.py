@@ -452,6 +452,7 @@ def test_a_model_slower_per_image_in_batches_runs_one_image_at_a_time_without_wa
         )
         assert metrics[key] == pytest.approx(timing["images_per_second"])
     assert metrics[("inference_decode_cpu_seconds_total", version)] > 0  # the PNG posted
+    assert metrics[("inference_model_cpu_seconds_total", version)] > 0
     assert metrics[("event_loop_cpu_seconds_total", ())] > 0
 
 
@@ -470,3 +471,8 @@ def test_the_batch_size_is_taken_as_set_when_the_curve_is_not_timed(client):
     batching = client.get("/model").json()["runtime"]["batching"]  # the shared app: BATCH_MEASURE_S=0
 
     assert batching == {"max_batch_size": 8, "batch_timeout_ms": 5, "curve": []}
+
+
+def test_tensorflows_threads_cpu_time_is_counted(client):
+    # Warm-up ran the model at 8 batch sizes on TensorFlow's threads: well over a clock tick.
+    assert samples(client)[("tensorflow_threads_cpu_seconds_total", ())] > 0
