@@ -187,12 +187,13 @@ class Server(HttpProcess):
 
     def work_seconds(self) -> dict[str, float]:
         """From /metrics, CPU seconds: the decoder threads' (decoding), and the model's (the inference
-        thread's in model calls and TensorFlow's own threads', which also run the resizes' ops)."""
+        thread's in model calls and that of the threads Python did not start, TensorFlow's op pools,
+        which also run the resizes' ops)."""
         text = _get(f"{self.url}/metrics")[1].decode()
         kinds = {
             "inference_decode_cpu_seconds_total": "decode",
             "inference_model_cpu_seconds_total": "model",
-            "tensorflow_threads_cpu_seconds_total": "model",
+            "native_threads_cpu_seconds_total": "model",
         }
         totals = {"decode": 0.0, "model": 0.0}
         for line in text.splitlines():

@@ -5,6 +5,7 @@ Names and labels are a contract: alerts are written against them (docs/api.md li
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,7 +143,7 @@ class VersionCollector(Collector):
         model_cpu = CounterMetricFamily(
             "inference_model_cpu_seconds",
             "CPU seconds of the inference thread in model calls, by version; TensorFlow's own threads "
-            "do the rest of the model's work (tensorflow_threads_cpu_seconds_total).",
+            "do the rest of the model's work (native_threads_cpu_seconds_total).",
             labels=["version"],
         )
         if models is not None:
@@ -168,12 +169,13 @@ class VersionCollector(Collector):
 
 
 class ThreadCpuCollector(Collector):
-    """CPU time by thread: the event loop's, and TensorFlow's own threads'.
+    """CPU time by thread: the event loop's, and that of the threads Python did not start.
 
     The event loop's is the clock of the thread that collects: the /metrics route runs the
     collection on it. One thread parses, routes and answers every request, so its CPU time per
-    request is the ceiling on requests per second, whatever the model's speed. TensorFlow names its
-    threads `tf_...` (its op pools): their time is the model's, and the resizes', wherever called.
+    request is the ceiling on requests per second, whatever the model's speed. The threads Python
+    did not start are TensorFlow's op pools (most of them unnamed): their time is the model's, and
+    the resizes', whichever thread called them.
     """
 
     def collect(self) -> Iterator[Metric]:
@@ -183,20 +185,23 @@ class ThreadCpuCollector(Collector):
             value=time.thread_time(),
         )
         yield CounterMetricFamily(
-            "tensorflow_threads_cpu_seconds",
-            "CPU seconds of TensorFlow's own threads (named tf_*): the model's and the resizes' work.",
-            value=tensorflow_threads_cpu_seconds(),
+            "native_threads_cpu_seconds",
+            "CPU seconds of the threads Python did not start (TensorFlow's op pools): the model's and "
+            "the resizes' work.",
+            value=native_threads_cpu_seconds(),
         )
 
 
-def tensorflow_threads_cpu_seconds() -> float:
-    """The CPU seconds of this process's threads that TensorFlow named, from /proc (Linux)."""
+def native_threads_cpu_seconds() -> float:
+    """The CPU seconds of this process's threads that Python did not start, from /proc (Linux)."""
+    started_by_python = {str(thread.native_id) for thread in threading.enumerate()}
     ticks = 0
     for task in Path("/proc/self/task").glob("*"):
+        if task.name in started_by_python:
+            continue
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            if (task / "comm").read_text().startswith("tf_"):
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                ticks += int(fields[11]) + int(fields[12])  # utime + stime
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime + stime
     return ticks / CLOCK_TICKS
 
 
