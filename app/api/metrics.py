@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
@@ -216,7 +217,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500  # unless a response starts: the app raised
+        status: int = HTTPStatus.INTERNAL_SERVER_ERROR  # unless a response starts: the app raised
 
         async def send_and_note_status(message: Message) -> None:
             nonlocal status

@@ -15,9 +15,10 @@ from app.errors import InferenceFailed, ModelNotReady, Overloaded, RequestTimedO
 from app.main import create_app
 from app.runtime.batcher import BatchChoice, Batcher, choose_batching
 from app.runtime.model import MIN_ROUNDS, Model, load_version, place_on_device, timed_batch_sizes
-from tests.app.conftest import HOSTILE_MODEL, png, samples
-from tests.conftest import IMAGE_SIZE, MODEL_NAME
-from tests.hostile_model import WHITE, mean_colour_probabilities, save_test_model
+from tests.hostile_model import HOSTILE_MODEL, WHITE, mean_colour_probabilities, save_test_model
+from tests.support.http import samples
+from tests.support.images import png
+from tests.support.models import IMAGE_SIZE, MODEL_NAME
 
 
 @pytest.fixture(scope="module")

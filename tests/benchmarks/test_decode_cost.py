@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.decode_cost import compare_with_djpeg, measure_decode_cost, photo_jpeg
-from tests.conftest import IMAGE_SIZE, MODEL_NAME
+from tests.support.models import IMAGE_SIZE, MODEL_NAME
 
 
 def test_a_photo_is_timed_at_full_size_and_at_the_dct_scale_the_model_allows(model_repository):

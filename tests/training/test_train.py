@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from imaging.decode import decode
-from tests.training.conftest import write_image_folder
+from tests.support.datasets import write_image_folder
 from training.data import Split, make_dataset
 from training.preprocessing import Preprocessing
 
