@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body; larger bodies get 413 unread."
     )
+    max_body_bytes_held: int = Field(
+        128 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes of request bodies held in memory at once, over all requests; beyond it "
+        "requests get 503. The default fits a 2 GiB memory limit (docs/deployment.md).",
+    )
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest image (width x height) decoded; larger ones get 413 undecoded."
     )
@@ -212,7 +218,8 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = Field(
         None,
         description="Comma-separated API keys; requests must send one (Authorization: Bearer <key> or "
-        "X-API-Key). Several at once let keys be rotated. Unset (and no API_KEYS_FILE): no keys needed.",
+        "X-API-Key). Several at once let keys be rotated. Unset (and no API_KEYS_FILE): no keys needed; "
+        "set but holding no key: the service refuses to start.",
     )
     api_keys_file: Path | None = Field(
         None, description="A file of API keys, one a line (a mounted Secret); adds to API_KEYS."
@@ -251,21 +258,52 @@ class Settings(BaseSettings):
                 f"MAX_FILES ({self.max_files}) must not exceed MAX_QUEUE_SIZE ({self.max_queue_size}): "
                 "a request with that many images could never be admitted"
             )
+        if self.max_body_bytes_held < self.max_upload_bytes:
+            raise ValueError(
+                f"MAX_BODY_BYTES_HELD ({self.max_body_bytes_held}) must not be below MAX_UPLOAD_BYTES "
+                f"({self.max_upload_bytes}): an upload of the largest size could never be let in"
+            )
         if self.batch_timeout_ms >= self.request_timeout_ms:
             raise ValueError(
                 f"BATCH_TIMEOUT_MS ({self.batch_timeout_ms:g}) must be below REQUEST_TIMEOUT_MS "
                 f"({self.request_timeout_ms:g})"
             )
-        if self.api_keys_file is not None and not self.api_keys_file.is_file():
-            raise ValueError(f"API_KEYS_FILE ({self.api_keys_file}) is not a readable file")
         return self
+
+    # Set, but holding no key (a lone comma, a Secret never filled in): the service would start
+    # requiring no key, which is the opposite of what whoever set it meant.
+    @field_validator("api_keys", mode="after")
+    @classmethod
+    def _keys_given(cls, keys: SecretStr | None) -> SecretStr | None:
+        if keys is not None and not split_keys(keys.get_secret_value().replace(",", "\n")):
+            raise ValueError(NO_KEY)
+        return keys
+
+    @field_validator("api_keys_file", mode="after")
+    @classmethod
+    def _key_file_given(cls, path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        if not path.is_file():
+            raise ValueError("is not a readable file")
+        if not split_keys(path.read_text()):
+            raise ValueError(NO_KEY)
+        return path
 
     def api_key_list(self) -> list[str]:
         """Every accepted API key, from API_KEYS and API_KEYS_FILE; empty when access is open."""
         text = self.api_keys.get_secret_value().replace(",", "\n") if self.api_keys else ""
         if self.api_keys_file is not None:
             text += "\n" + self.api_keys_file.read_text()
-        return [key.strip() for key in text.splitlines() if key.strip()]
+        return split_keys(text)
+
+
+NO_KEY = "holds no key; unset it to serve without API keys"
+
+
+def split_keys(text: str) -> list[str]:
+    """The keys in `text`, one a line, blank lines and surrounding spaces dropped."""
+    return [key.strip() for key in text.splitlines() if key.strip()]
 
 
 def load_settings() -> Settings:

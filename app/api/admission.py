@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.api_keys import KeyRing
+from app.api.body_limit import BodyBudget
 from app.api.problems import service_error_response
 from app.api.protocols import is_whole_number
 from app.errors import Overloaded, ServiceError
@@ -69,10 +70,11 @@ class Door:
     Made once per app (`app.state.door`); the models are looked up in `state.dataplane` at each request.
     """
 
-    def __init__(self, state: State, keys: KeyRing, routes: Sequence[APIRoute]) -> None:
+    def __init__(self, state: State, keys: KeyRing, routes: Sequence[APIRoute], budget: BodyBudget) -> None:
         self.state = state
         self.keys = keys
         self.routes = routes  # the inference routes (`inference_routes`)
+        self.budget = budget
         self.in_flight: dict[Batcher, int] = {}  # requests past the door and not finished, per queue
         self._last_refusal: tuple[tuple[str, str], Response] | None = None  # (route, detail), answer
 
@@ -87,7 +89,7 @@ class Door:
         # This request might bring a single image: only the others are guessed at (the queue decides).
         expected = math.ceil(not_yet_admitted * batcher.images_per_request) + 1
         if batcher.has_room(expected):
-            return wanted[0], batcher, None
+            return wanted[0], batcher, self.budget.refusal(scope)
         receiving = (
             f" and {not_yet_admitted} requests are being received (lately "
             f"{batcher.images_per_request:.1f} images per request)"
@@ -144,6 +146,7 @@ class Door:
         """Count the request of `scope` as on its way to `batcher`'s queue, until `leave(scope)`."""
         self.in_flight[batcher] = self.in_flight.get(batcher, 0) + 1
         scope[COUNTED_AT_DOOR] = batcher
+        self.budget.admit(scope)
 
     def counts(self, scope: Scope) -> bool:
         """Whether `let_in` counted the request of `scope` (until `leave(scope)`)."""
@@ -151,6 +154,7 @@ class Door:
 
     def leave(self, scope: Scope) -> None:
         """The request that `let_in` counted has finished (nothing for a request it did not count)."""
+        self.budget.release(scope)
         if (batcher := scope.pop(COUNTED_AT_DOOR, None)) is not None:
             self.in_flight[batcher] -= 1
             if not self.in_flight[batcher]:

@@ -4,6 +4,7 @@ Names and labels are a contract: alerts are written against them (docs/api.md li
 """
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -22,12 +23,16 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.runtime.repository import ModelRepository
 
 STATES = ("LOADING", "AVAILABLE", "UNLOADING", "END")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away before the answer
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["monitoring"])
 
@@ -229,6 +234,13 @@ class MetricsMiddleware:
         self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_and_note_status)
+        except ClientDisconnect:
+            # Nginx's 499: the client closed the connection before its request was read. Nothing
+            # failed here, so no traceback: uvicorn would log one as "Exception in ASGI application".
+            status = CLIENT_CLOSED_REQUEST
+            logger.info(
+                "The client went away before its request was read: %s %s", scope["method"], scope["path"]
+            )
         finally:
             self.metrics.in_progress.dec()
             route = scope.get("route")  # set by the router on a match
