@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.config import ARCHITECTURE_NAMES, TrainConfig
+from training.config import ARCHITECTURE_NAMES, LR_SCHEDULES, TrainConfig
 
 DEFAULTS_NOTE = (
     "Defaults train the demo model to over 95% validation accuracy in a few minutes on 2 CPU cores."
@@ -43,7 +43,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--epochs", type=int, default=defaults.epochs)
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="Adam's peak rate")
+    train.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=defaults.lr_schedule,
+        help="after the warm-up: cosine decay to 0 by the last epoch, or constant",
+    )
+    train.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=defaults.warmup_epochs,
+        help="epochs over which the learning rate rises linearly from 0 (0: none)",
+    )
+    train.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=defaults.label_smoothing,
+        help="train towards (1 - s) for the true class and s spread over all classes",
+    )
+    train.add_argument(
+        "--weight-decay",
+        type=float,
+        default=defaults.weight_decay,
+        help="decoupled weight decay (AdamW) of kernels; biases and batch-norm offsets are not decayed",
+    )
     train.add_argument("--validation-split", type=float, default=defaults.validation_split)
     train.add_argument(
         "--patience", type=int, default=defaults.patience, help="early-stopping patience in epochs"
@@ -51,8 +75,38 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument(
         "--augment",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.augment,
         help="random flips, crops and brightness/contrast changes of the training images",
+    )
+    fine_tune = train.add_argument_group("fine-tuning (with --init-from)")
+    fine_tune.add_argument(
+        "--init-from",
+        default=None,
+        help="start from the weights of a version folder (models/<name>/<version>): every layer whose "
+        "shape fits is restored; the classifier starts fresh when the label set differs",
+    )
+    fine_tune.add_argument(
+        "--freeze-base-epochs",
+        type=int,
+        default=defaults.freeze_base_epochs,
+        help="first train only the classifier (and layers that start fresh) for this many epochs",
+    )
+    fine_tune.add_argument(
+        "--fine-tune-from",
+        default=None,
+        help="then train from this block on, e.g. Mixed_4a (default: the whole network)",
+    )
+    fine_tune.add_argument(
+        "--fine-tune-learning-rate",
+        type=float,
+        default=defaults.fine_tune_learning_rate,
+        help="Adam's peak rate once the base trains",
+    )
+    fine_tune.add_argument(
+        "--train-batch-norm",
+        action="store_true",
+        help="let batch norm learn while fine-tuning (default: frozen, in inference mode)",
     )
     train.add_argument("--model-base-path", default=defaults.model_base_path, help="the model repository")
     train.add_argument("--model-name", default=defaults.model_name)

@@ -1,9 +1,12 @@
 """Write a trained Keras model into the model repository as a versioned, self-contained SavedModel.
 
 Layout (TF Serving's): `<base_path>/<name>/<version>/` holding `saved_model.pb`, `variables/`
-and `metadata.json`. A version appears only once complete: it is written into a hidden
-temporary folder beside the versions and renamed into place, which is atomic on one file system,
-so a crash mid-export leaves no folder a server would take for a version.
+and `metadata.json`, plus `model.weights.h5`: the Keras weights by layer name, which
+`train --init-from` starts a new run from (the SavedModel's variables are keyed by the position
+of each operation in the graph, which a change to the network's code would silently reorder).
+A version appears only once complete: it is written into a hidden temporary folder beside the
+versions and renamed into place, which is atomic on one file system, so a crash mid-export leaves
+no folder a server would take for a version.
 
 Signatures (the one path from image to probabilities, shared with training):
 - `serving_default`: `image_bytes` (string [batch]: encoded JPEG, PNG, GIF, BMP or WebP) ->
@@ -35,6 +38,7 @@ from training.preprocessing import JPEG_SCALING, RESIZE_METHOD, decode_and_resiz
 from training.report import TrainingReport
 
 METADATA_FILE = "metadata.json"
+WEIGHTS_FILE = "model.weights.h5"
 REPORT_FOLDER = "report"
 METADATA_FORMAT_VERSION = 1
 
@@ -154,6 +158,7 @@ def export_model(
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
     try:
         tf.saved_model.save(module, str(staging), signatures=module.signatures())
+        model.save_weights(staging / WEIGHTS_FILE)
         height, width = module.image_size
         metadata = {
             "format_version": METADATA_FORMAT_VERSION,

@@ -192,3 +192,5 @@ def inception_v2_seed(
 
 
 ARCHITECTURES = {"inception_v2": inception_v2, "inception_v2_seed": inception_v2_seed}
+# The layer each network classifies with: what trains while the rest is frozen in a fine-tune.
+CLASSIFIERS = {"inception_v2": "Logits_Conv2d_1c_1x1", "inception_v2_seed": "logits"}
