@@ -22,8 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("make-demo-data", help="write a synthetic shapes dataset as class folders")
+    demo = commands.add_parser("make-demo-data", help="write a synthetic dataset as class folders")
     demo.add_argument("--out", required=True, help="folder to write <class>/<image>.jpg into")
+    demo.add_argument(
+        "--kind",
+        choices=("shapes", "strokes"),
+        default="shapes",
+        help="five solid shapes (the demo), or ten digits drawn as strokes over varied backgrounds (harder)",
+    )
     demo.add_argument("--images-per-class", type=int, default=500)
     demo.add_argument("--size", type=int, default=80, help="image side in pixels")
     demo.add_argument("--seed", type=int, default=0, help="the same seed writes the same images")
@@ -146,8 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "make-demo-data":
             from training.demo_data import make_demo_data
+            from training.stroke_data import make_stroke_data
 
-            out = make_demo_data(args.out, args.images_per_class, args.size, args.seed)
+            make = make_demo_data if args.kind == "shapes" else make_stroke_data
+            out = make(args.out, args.images_per_class, args.size, args.seed)
             print(f"Wrote {args.images_per_class} images per class into {out}")
         elif args.command == "evaluate":
             from training.evaluate import run

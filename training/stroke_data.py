@@ -108,8 +108,17 @@ def draw_digit(name: str, size: int, rng: np.random.Generator) -> Image.Image:
     return image
 
 
-def make_stroke_data(out: str | Path, images_per_class: int = 300, size: int = 80, seed: int = 0) -> Path:
-    """Write `images_per_class` JPEGs per digit into `out/<digit>/`; return `out`."""
+def make_stroke_data(
+    out: str | Path,
+    images_per_class: int = 300,
+    size: int = 80,
+    seed: int = 0,
+    classes: tuple[str, ...] = CLASSES,
+) -> Path:
+    """Write `images_per_class` JPEGs of each of `classes` into `out/<digit>/`; return `out`."""
+    unknown = sorted(set(classes) - set(CLASSES))
+    if unknown:
+        raise ValueError(f"classes must be among {list(CLASSES)}. Received: {unknown}")
     if images_per_class < 1:
         raise ValueError(
             f"images_per_class must be at least 1. Received: images_per_class={images_per_class}"
@@ -118,7 +127,7 @@ def make_stroke_data(out: str | Path, images_per_class: int = 300, size: int = 8
         raise ValueError(f"size must be at least 16 pixels. Received: size={size}")
     out = Path(out)
     rng = np.random.default_rng(seed)
-    for name in CLASSES:
+    for name in classes:
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(images_per_class):
