@@ -89,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     fine_tune.add_argument(
         "--init-from",
         default=None,
-        help="start from the weights of a version folder (models/<name>/<version>): every layer whose "
-        "shape fits is restored; the classifier starts fresh when the label set differs",
+        help="start from the weights of a version folder (models/<name>/<version>) or a TF-slim "
+        "inception_v2 checkpoint (its prefix, as inception_v2.ckpt): every layer whose shape fits is "
+        "restored; the classifier starts fresh when the label set differs",
     )
     fine_tune.add_argument(
         "--freeze-base-epochs",

@@ -1,4 +1,5 @@
-"""Start a network from the weights of another: a version in a model repository (`--init-from`).
+"""Start a network from the weights of another (`--init-from`): a version in a model repository,
+or a TF-slim `inception_v2` checkpoint (ImageNet's, read by training/slim_checkpoint.py).
 
 Every layer of the new network whose name and weight shapes match a layer of the source takes the
 source's weights; the others start fresh, and the run logs which is which. So the classifier
@@ -12,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from training.export import METADATA_FILE, WEIGHTS_FILE
 from training.inception_v2 import ARCHITECTURES
+from training.slim_checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +34,8 @@ class Initialization:
         return {"from": self.source, "restored_layers": len(self.restored), "fresh_layers": self.fresh}
 
 
-def load_version(folder: Path) -> keras.Model:
-    """The Keras network of an exported version, rebuilt from its metadata and given its weights."""
+def load_version(folder: Path) -> dict[str, list[np.ndarray]]:
+    """The weights per layer name of an exported version, read into its network rebuilt from its metadata."""
     metadata = json.loads((folder / METADATA_FILE).read_text())
     architecture = metadata.get("architecture", {})
     builder = ARCHITECTURES.get(architecture.get("name"))
@@ -48,38 +51,39 @@ def load_version(folder: Path) -> keras.Model:
         )
     model = builder(tuple(architecture["input_shape"]), len(metadata["labels"]))
     model.load_weights(folder / WEIGHTS_FILE)
-    return model
+    return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
 
 
-def load_source(path: str | Path) -> keras.Model:
-    """The network `--init-from` names, with its weights, or a ValueError saying what is wrong."""
+def load_source(path: str | Path) -> dict[str, list[np.ndarray]]:
+    """The weights per layer name that `--init-from` names, or a ValueError saying what is wrong."""
     path = Path(path)
     if (path / METADATA_FILE).is_file():
         return load_version(path)
-    raise ValueError(
-        f"--init-from {path} is not a model version folder (models/<name>/<version>, holding "
-        f"{METADATA_FILE} and {WEIGHTS_FILE})."
-    )
+    if path.is_dir():
+        raise ValueError(
+            f"--init-from {path} is not a model version folder (models/<name>/<version>, holding "
+            f"{METADATA_FILE} and {WEIGHTS_FILE}) nor a TF-slim checkpoint (a prefix: inception_v2.ckpt)."
+        )
+    return {name: list(layer.arrays) for name, layer in read_checkpoint(path).items()}
 
 
 def initialize_from(model: keras.Model, path: str | Path) -> Initialization:
     """Copy into `model` every layer of the source at `path` whose name and weight shapes match."""
     source = load_source(path)
-    source_layers = {layer.name: layer for layer in source.layers if layer.weights}
     result = Initialization(source=str(path))
     for layer in model.layers:
         if not layer.weights:
             continue
-        match = source_layers.get(layer.name)
-        if match is None:
+        arrays = source.get(layer.name)
+        if arrays is None:
             result.fresh[layer.name] = "not in the source"
             continue
         shapes = [tuple(w.shape) for w in layer.weights]
-        source_shapes = [tuple(w.shape) for w in match.weights]
+        source_shapes = [tuple(a.shape) for a in arrays]
         if shapes != source_shapes:
             result.fresh[layer.name] = f"shape {source_shapes} in the source, {shapes} here"
             continue
-        layer.set_weights(match.get_weights())
+        layer.set_weights(arrays)
         result.restored.append(layer.name)
     log.info(
         "Initialized %d of %d layers from %s",

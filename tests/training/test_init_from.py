@@ -7,6 +7,7 @@ from training.config import TrainConfig
 from training.export import WEIGHTS_FILE, export_model
 from training.inception_v2 import inception_v2, inception_v2_seed
 from training.init_from import initialize_from
+from training.slim_checkpoint import slim_names
 from training.train import Phase, plan_phases, set_trainable
 
 
@@ -59,7 +60,7 @@ def test_a_version_without_keras_weights_is_refused_with_the_fix(seed_version, t
 
 
 def test_a_folder_that_is_no_version_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="is not a model version folder"):
+    with pytest.raises(ValueError, match="is not a model version folder .* nor a TF-slim checkpoint"):
         initialize_from(inception_v2_seed((32, 32, 3), 2), tmp_path)
 
 
@@ -97,3 +98,45 @@ def test_fine_tuning_from_a_block_freezes_what_comes_before_it_and_batch_norm():
 def test_an_unknown_block_names_the_blocks():
     with pytest.raises(ValueError, match=r"Received: 'Mixed_9z'; blocks: .*Mixed_4a, .*Mixed_5c"):
         set_trainable(inception_v2((32, 32, 3), 3), "Mixed_9z", fresh=set(), freeze_batch_norm=True)
+
+
+def write_slim_checkpoint(model, prefix) -> None:
+    """Save `model`'s weights under TF-slim's variable names, as slim's own training saves them."""
+    import tensorflow as tf
+
+    weights = {
+        name: value
+        for layer in model.layers
+        if layer.weights
+        for name, value in zip(slim_names(layer), layer.get_weights(), strict=True)
+    }
+    with tf.Graph().as_default():
+        variables = [tf.compat.v1.Variable(value, name=name) for name, value in weights.items()]
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            saver.save(session, str(prefix))
+
+
+def test_a_slim_checkpoint_restores_all_but_the_imagenet_classifier(tmp_path):
+    imagenet = inception_v2((32, 32, 3), 1001)
+    write_slim_checkpoint(imagenet, tmp_path / "inception_v2.ckpt")
+    model = inception_v2((32, 32, 3), 4)
+
+    result = initialize_from(model, tmp_path / "inception_v2.ckpt")
+
+    assert result.fresh == {
+        "Logits_Conv2d_1c_1x1": (
+            "shape [(1, 1, 1024, 1001), (1001,)] in the source, [(1, 1, 1024, 4), (4,)] here"
+        )
+    }
+    assert len(result.restored) == len([layer for layer in model.layers if layer.weights]) - 1
+    for name in (
+        "Conv2d_1a_7x7",
+        "Mixed_4a_Branch_1_Conv2d_0b_3x3_BatchNorm",
+        "Mixed_5c_Branch_0_Conv2d_0a_1x1",
+    ):
+        for restored, saved in zip(
+            model.get_layer(name).get_weights(), imagenet.get_layer(name).get_weights(), strict=True
+        ):
+            np.testing.assert_array_equal(restored, saved)
