@@ -27,6 +27,9 @@ from training.report import Misclassified, TrainingReport
 
 log = logging.getLogger(__name__)
 
+# Settings that are places on the trainer's machine, left out of the version's metadata.
+TRAINER_PATHS = ("model_base_path", "checkpoint_dir", "tensorboard_dir")
+
 
 class EpochCheckpoints(keras.callbacks.Callback):
     """Saves the weights after every epoch so an interrupted run resumes where it stopped.
@@ -341,10 +344,16 @@ def train(config: TrainConfig) -> Path:
     )
     print(format_table(validation))
 
+    # The model card is shown to the service's users: no paths of the trainer's machine in it, only
+    # the data folder's name and files relative to it.
+    data_dir = Path(config.data_dir).resolve()
+    params = asdict(config) | {"data_dir": data_dir.name}
+    data = folder.summary() | {
+        "skipped_files": [str(Path(path).resolve().relative_to(data_dir)) for path in folder.skipped]
+    }
     training_summary: dict[str, Any] = {
-        "params": {k: v for k, v in asdict(config).items() if k not in ("model_base_path", "checkpoint_dir")},
-        # The folder's name only: the model card is shown to the service's users, the path is the trainer's.
-        "data": {"dir": Path(config.data_dir).resolve().name, **folder.summary()},
+        "params": {k: v for k, v in params.items() if k not in TRAINER_PATHS},
+        "data": {"dir": data_dir.name, **data},
         "metrics": {
             "val_accuracy": accuracy,
             "per_class_accuracy": per_class,

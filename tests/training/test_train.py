@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import export_tiny_model
 from tests.training.conftest import write_image_folder
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
@@ -58,7 +59,11 @@ def test_train_exports_a_version_with_metrics(tmp_path, image_folder):
     assert metadata["architecture"]["name"] == "inception_v2_seed"
     assert metadata["training"]["params"]["epochs"] == 2
     assert metadata["training"]["data"]["num_train"] + metadata["training"]["data"]["num_validation"] == 24
-    assert metadata["training"]["data"]["skipped_files"] == [str(image_folder / "a" / "corrupt.png")]
+    # No paths of the trainer's machine in what the service shows: the folder's name, files within it.
+    assert metadata["training"]["data"]["dir"] == "data"
+    assert metadata["training"]["params"]["data_dir"] == "data"
+    assert metadata["training"]["data"]["skipped_files"] == ["a/corrupt.png"]
+    assert str(tmp_path) not in json.dumps(metadata)
     metrics = metadata["training"]["metrics"]
     assert set(metrics["per_class_accuracy"]) == {"a", "b"}
     assert 0.0 <= metrics["val_accuracy"] <= 1.0
@@ -95,9 +100,14 @@ def test_bad_input_gives_a_clear_message_and_no_traceback(tmp_path, make_data, e
     assert not (tmp_path / "models" / "tiny").exists() or not any((tmp_path / "models" / "tiny").iterdir())
 
 
-def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
+@pytest.mark.parametrize("fine_tune", [False, True], ids=["from-scratch", "fine-tune"])
+def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, fine_tune):
     data_dir = write_image_folder(tmp_path / "data", {"a": 12, "b": 12})
-    args = quick_args(data_dir, tmp_path / "models", "--epochs", "40", "--patience", "40")
+    extra = []
+    if fine_tune:  # interrupted after the frozen first epoch, so the resume crosses into fine-tuning
+        source = export_tiny_model(tmp_path / "source", seed=0)
+        extra = ["--init-from", str(source), "--freeze-base-epochs", "1"]
+    args = quick_args(data_dir, tmp_path / "models", "--epochs", "40", "--patience", "40", *extra)
     process = subprocess.Popen(
         [sys.executable, "-m", "training", "train", *args],
         stdout=subprocess.PIPE,
@@ -126,6 +136,9 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
     resumed = run_training(*args)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming after epoch" in resumed.stderr
+    if fine_tune:
+        assert "Phase fine-tuning: epochs" in resumed.stderr
+        assert "logits starts fresh: shape [(6728, 3), (3,)] in the source, [(6728, 2), (2,)] here" in stderr
     first_epoch = next(
         int(line.split()[1].split("/")[0])
         for line in resumed.stdout.splitlines()
