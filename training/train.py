@@ -236,11 +236,20 @@ def compile_model(model: keras.Model, config: TrainConfig, phase: Phase, steps_p
     )
 
 
-def make_callbacks(config: TrainConfig, checkpoints: EpochCheckpoints) -> list[keras.callbacks.Callback]:
+def make_callbacks(
+    config: TrainConfig, phase: Phase, checkpoints: EpochCheckpoints
+) -> list[keras.callbacks.Callback]:
     callbacks = [
         checkpoints,
+        # Not judged before the warm-up is over and the network has had an epoch at full rate: the
+        # near-uniform output of the first epoch has a low validation loss that the noisy epochs
+        # just after it often miss, and stopping there restored a network at chance.
         keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=1
+            monitor="val_loss",
+            patience=config.patience,
+            restore_best_weights=True,
+            start_from_epoch=phase.epochs.start + config.warmup_epochs + 1,
+            verbose=1,
         ),
     ]
     if config.tensorboard_dir:
@@ -287,7 +296,7 @@ def fit(
             validation_data=val_ds,
             epochs=phase.epochs.stop,
             initial_epoch=max(done, phase.epochs.start),
-            callbacks=make_callbacks(config, checkpoints),
+            callbacks=make_callbacks(config, phase, checkpoints),
             shuffle=False,  # train_ds reshuffles itself each epoch
             verbose=1 if sys.stdout.isatty() else 2,  # a progress bar only where it redraws in place
         )

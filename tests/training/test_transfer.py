@@ -37,14 +37,14 @@ def held_back_accuracy(data: Path, models: Path, name: str) -> float:
 
 @pytest.mark.timeout(1800)
 def test_fine_tuning_from_other_classes_beats_training_from_scratch(tmp_path):
-    source = make_stroke_data(tmp_path / "source", 80, size=40, seed=0, classes=SOURCE_CLASSES)
+    source = make_stroke_data(tmp_path / "source", 50, size=40, seed=0, classes=SOURCE_CLASSES)
     few = make_stroke_data(tmp_path / "few", 10, size=40, seed=1, classes=TARGET_CLASSES)
-    held_back = make_stroke_data(tmp_path / "held-back", 30, size=40, seed=2, classes=TARGET_CLASSES)
+    held_back = make_stroke_data(tmp_path / "held-back", 20, size=40, seed=2, classes=TARGET_CLASSES)
     models = tmp_path / "models"
 
-    source_version = train(source, models, "source", "--epochs", "10")
-    train(few, models, "fine-tuned", "--epochs", "10", "--init-from", str(source_version))
-    train(few, models, "scratch", "--epochs", "10")
+    source_version = train(source, models, "source", "--epochs", "8")
+    train(few, models, "fine-tuned", "--epochs", "8", "--init-from", str(source_version))
+    train(few, models, "scratch", "--epochs", "8")
 
     fine_tuned = held_back_accuracy(held_back, models, "fine-tuned")
     scratch = held_back_accuracy(held_back, models, "scratch")
