@@ -64,15 +64,18 @@ class SlimLayer:
     arrays: tuple[np.ndarray, ...]
 
 
-def keras_weight(tensor: str) -> tuple[str, int]:
-    """The Keras layer name and the slot in its weights for slim's `InceptionV2/<scope>/<variable>`."""
+def keras_weight(tensor: str) -> tuple[str, int] | None:
+    """The Keras layer name and the slot in its weights for slim's `InceptionV2/<scope>/<variable>`;
+    None for a tensor of no such name (another network's, or an optimizer's)."""
+    if not tensor.startswith(f"{SCOPE}/"):
+        return None
     path = tensor.removeprefix(f"{SCOPE}/")
     for variable in KERAS_ORDER:
         if path.endswith(f"/{variable}"):
             scope = path.removesuffix(f"/{variable}").replace("/", "_")
             layer = f"{scope}_BatchNorm" if variable.startswith(BATCH_NORM) else scope
             return layer, KERAS_ORDER.index(variable)
-    raise CheckpointMismatch(f"{tensor}: not a variable of slim's {SCOPE} (no layer of ours takes it)")
+    return None
 
 
 def checkpoint_files(prefix: str | Path) -> list[Path]:
@@ -105,19 +108,20 @@ def read_checkpoint(prefix: str | Path) -> dict[str, SlimLayer]:
     try:
         reader = tf.train.load_checkpoint(str(prefix))
     except (tf.errors.OpError, ValueError) as error:
-        raise ValueError(f"{prefix}: not a checkpoint TensorFlow can read ({error.args[0]})") from None
+        reason = str(error).strip().splitlines()[0]  # TensorFlow's messages run to many lines
+        raise ValueError(f"{prefix}: not a checkpoint TensorFlow can read ({reason})") from None
     names = sorted(name for name in reader.get_variable_to_shape_map() if name not in IGNORED)
-    outside = [name for name in names if not name.startswith(f"{SCOPE}/")]
-    if len(outside) == len(names):
+    mapped = {name: keras_weight(name) for name in names}
+    unmapped = [name for name, weight in mapped.items() if weight is None]
+    if len(unmapped) == len(names):
         found = sorted({name.split("/")[0] for name in names})
         raise CheckpointMismatch(
             f"{prefix}: not a TF-slim inception_v2 checkpoint: no {SCOPE}/ variables (found {found[:5]})"
         )
-    if outside:
-        raise CheckpointMismatch(f"{prefix}: tensors outside {SCOPE}/ that no layer takes: {outside}")
+    if unmapped:
+        raise CheckpointMismatch(f"{prefix}: tensors no layer of ours takes: {', '.join(unmapped)}")
     slots: dict[str, dict[int, str]] = {}
-    for name in names:
-        layer, slot = keras_weight(name)
+    for name, (layer, slot) in mapped.items():
         slots.setdefault(layer, {})[slot] = name
     return {
         layer: SlimLayer(
