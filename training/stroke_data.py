@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from training.demo_data import write_dataset
+
 # Each digit as strokes of (x, y) control points in a unit box, y downwards, as a pen would draw it.
 _ARC = [(0.5 + 0.32 * math.sin(a), 0.5 - 0.42 * math.cos(a)) for a in np.linspace(0, 2 * math.pi, 17)]
 GLYPHS: dict[str, list[list[tuple[float, float]]]] = {
@@ -119,17 +121,4 @@ def make_stroke_data(
     unknown = sorted(set(classes) - set(CLASSES))
     if unknown:
         raise ValueError(f"classes must be among {list(CLASSES)}. Received: {unknown}")
-    if images_per_class < 1:
-        raise ValueError(
-            f"images_per_class must be at least 1. Received: images_per_class={images_per_class}"
-        )
-    if size < 16:
-        raise ValueError(f"size must be at least 16 pixels. Received: size={size}")
-    out = Path(out)
-    rng = np.random.default_rng(seed)
-    for name in classes:
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(images_per_class):
-            draw_digit(name, size, rng).save(folder / f"{name}_{i:05d}.jpg", quality=90)
-    return out
+    return write_dataset(out, classes, draw_digit, images_per_class, size, seed)
