@@ -6,12 +6,18 @@ stays at chance fails here, whatever the cause (docs/training.md tells the two f
 """
 
 import json
+import shutil
 
+import keras
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.conftest import write_colour_folder
 from training.__main__ import main
-from training.inception_v2 import MIN_IMAGE_SIZE
+from training.demo_data import make_demo_data
+from training.export import WEIGHTS_FILE
+from training.inception_v2 import MIN_IMAGE_SIZE, inception_v2_seed
 
 # Chance is 1/3.
 HELD_BACK_ACCURACY = 0.9
@@ -51,3 +57,31 @@ def test_each_network_learns_at_its_defaults(tmp_path, colours, arch, size):
 
     accuracy = json.loads((models / "m" / "1" / "evaluation.json").read_text())["accuracy"]
     assert accuracy >= HELD_BACK_ACCURACY, accuracy
+
+
+@pytest.mark.timeout(900)
+def test_the_seed_network_keeps_its_end_filters_alive_at_the_default_learning_rate(tmp_path):
+    """Before batch norm in its end block, this run (three demo shapes at 64 x 64, 4 epochs at 0.001)
+    left 7 or all 8 of the end filters dead and the loss at ln 3: constant output, for both seeds tried.
+    """
+    data = make_demo_data(tmp_path / "data", images_per_class=24, size=80, seed=3)
+    for extra in ("cross", "star"):
+        shutil.rmtree(data / extra)
+    models = tmp_path / "models"
+    # fmt: off
+    assert main([
+        "train", "--data-dir", str(data), "--model-base-path", str(models), "--model-name", "m",
+        "--arch", "inception_v2_seed", "--image-size", "64", "--epochs", "4", "--no-augment", "--seed", "0",
+        "--checkpoint-dir", str(tmp_path / "checkpoint"),
+    ]) == 0
+    # fmt: on
+    model = inception_v2_seed((64, 64, 3), 3)
+    model.load_weights(models / "m" / "1" / WEIGHTS_FILE)
+    images = np.stack(
+        [np.asarray(Image.open(path).convert("RGB").resize((64, 64))) for path in sorted(data.rglob("*.jpg"))]
+    ).astype("float32")
+    end_filters = keras.Model(model.input, model.get_layer("end_conv_relu").output)(images)
+
+    dead = int(np.sum(np.max(np.asarray(end_filters), axis=(0, 1, 2)) <= 0))
+    assert dead < 4, f"{dead} of 8 end filters never fire"
+    assert len(set(np.argmax(np.asarray(model(images)), axis=1).tolist())) > 1, "constant output"
