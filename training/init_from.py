@@ -7,7 +7,6 @@ starts fresh when the label set has another size, and the whole network is resto
 same (a classifier for another label set of the same size is restored too: training moves it).
 """
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from training.export import METADATA_FILE, WEIGHTS_FILE
-from training.inception_v2 import ARCHITECTURES
+from training.export import METADATA_FILE, WEIGHTS_FILE, load_layer_weights
 from training.slim_checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -35,23 +33,13 @@ class Initialization:
 
 
 def load_version(folder: Path) -> dict[str, list[np.ndarray]]:
-    """The weights per layer name of an exported version, read into its network rebuilt from its metadata."""
-    metadata = json.loads((folder / METADATA_FILE).read_text())
-    architecture = metadata.get("architecture", {})
-    builder = ARCHITECTURES.get(architecture.get("name"))
-    if builder is None:
-        raise ValueError(
-            f"--init-from {folder}: its architecture {architecture.get('name')!r} is not one of "
-            f"{sorted(ARCHITECTURES)}."
-        )
+    """The weights per layer name of an exported version."""
     if not (folder / WEIGHTS_FILE).is_file():
         raise ValueError(
             f"--init-from {folder} has no {WEIGHTS_FILE}: it was exported before versions carried their "
-            "Keras weights. Export it again (train it once more) to start from it."
+            "weights by layer name. Export it again (train it once more) to start from it."
         )
-    model = builder(tuple(architecture["input_shape"]), len(metadata["labels"]))
-    model.load_weights(folder / WEIGHTS_FILE)
-    return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+    return load_layer_weights(folder / WEIGHTS_FILE)
 
 
 def load_source(path: str | Path) -> dict[str, list[np.ndarray]]:
