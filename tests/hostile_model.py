@@ -12,6 +12,7 @@ like a model (softmax over the mean colour), except that:
 import shutil
 from pathlib import Path
 
+HOSTILE_MODEL = "hostile"  # its name in the model repository the tests make for it
 WHITE = 255
 GREY = 128
 GATE_SPINS = 50_000_000  # a bound on the wait for the gate: a forgotten gate cannot hang forever

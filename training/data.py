@@ -171,7 +171,10 @@ def make_dataset(
 
     def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         image = tf.numpy_function(
-            lambda p: decode(p.decode(), size=image_size), [path], tf.uint8, stateful=False
+            lambda p: decode(p.decode(), size=preprocessing.decode_size(image_size)),
+            [path],
+            tf.uint8,
+            stateful=False,
         )
         image.set_shape([None, None, 3])
         return preprocessing(image, image_size), label

@@ -15,6 +15,7 @@ route template the router would have matched.
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
+from http import HTTPStatus
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
@@ -128,7 +129,9 @@ class Door:
         said = (route, str(error))
         if self._last_refusal is None or self._last_refusal[0] != said:
             self._last_refusal = (said, self.shed(scope, route, batcher, error))
-        self.state.metrics.observe_request(route, scope["method"], 503, time.perf_counter() - started)
+        self.state.metrics.observe_request(
+            route, scope["method"], HTTPStatus.SERVICE_UNAVAILABLE, time.perf_counter() - started
+        )
         return self._last_refusal[1]
 
     def shed(self, scope: Scope, route: str, batcher: Batcher, error: Overloaded) -> Response:

@@ -5,6 +5,7 @@ Names and labels are a contract: alerts are written against them (docs/api.md li
 
 import time
 from collections.abc import Iterator
+from http import HTTPStatus
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
@@ -144,7 +145,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500  # unless a response starts: the app raised
+        status: int = HTTPStatus.INTERNAL_SERVER_ERROR  # unless a response starts: the app raised
 
         async def send_and_note_status(message: Message) -> None:
             nonlocal status

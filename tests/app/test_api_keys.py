@@ -4,7 +4,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.app.conftest import files, png, problem
+from tests.support.http import files, problem
+from tests.support.images import png
 
 UNAUTHORIZED = "urn:inception-v2-service:problem:unauthorized"
 MISSING = "An API key is required: send Authorization: Bearer <key> or X-API-Key: <key>"

@@ -12,9 +12,8 @@ import pytest
 from app.errors import InferenceFailed, ModelNotReady, Overloaded, RequestTimedOut
 from app.runtime.batcher import Batcher
 from app.runtime.model import Model, load_version, place_on_device
-from tests.app.conftest import HOSTILE_MODEL
-from tests.conftest import IMAGE_SIZE, MODEL_NAME
-from tests.hostile_model import WHITE
+from tests.hostile_model import HOSTILE_MODEL, WHITE
+from tests.support.models import IMAGE_SIZE, MODEL_NAME
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from app.connections import Turns
-from tests.app.conftest import png
 from tests.app.servers import (
     BOUNDARY,
     Server,
@@ -23,6 +22,7 @@ from tests.app.servers import (
     stop,
     wait_until_ready,
 )
+from tests.support.images import png
 
 KEY = "connections-test-key"
 HEADER_TIMEOUT_S = 10  # long enough that 200 connections open well within it, on the busiest machine

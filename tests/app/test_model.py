@@ -1,5 +1,5 @@
-from tests.conftest import IMAGE_SIZE, LABELS
 from tests.devices import expected_device
+from tests.support.models import IMAGE_SIZE, LABELS
 
 
 def test_model_describes_the_served_model(client):

@@ -14,10 +14,10 @@ from starlette.requests import Request
 
 from app.api.problems import service_error
 from app.errors import Overloaded
-from tests.app.conftest import encode, noise
 from tests.app.servers import Server, running_server
 from tests.browser import launch
-from tests.conftest import IMAGE_SIZE, LABELS, TRAINED_NAME
+from tests.support.images import encode, noise
+from tests.support.models import IMAGE_SIZE, LABELS, TRAINED_NAME
 from tests.training.test_report import PageLinks
 
 MAX_IMAGE_PIXELS = 500 * 500

@@ -1,5 +1,8 @@
 """Training, /predict and the SavedModel's `serving_default` see the same pixels for the same file.
 
+For a version that preprocesses as TF-slim evaluates (`SLIM_EVAL`: central crop, TensorFlow 1's
+resize, JPEGs at full size, as `import-slim` exports) as for one that preprocesses as training does.
+
 The three paths, each as it really runs:
 - training: `training.data.make_dataset` reading the files from a folder;
 - /predict: the service's upload decoding and its model's `resize_image`, and the real app's answer;
@@ -26,8 +29,6 @@ from PIL.JpegImagePlugin import get_sampling
 from app.main import create_app
 from app.settings import Settings
 from imaging.decode import DEFAULT_MAX_IMAGE_PIXELS, decode
-from tests.app.conftest import files
-from tests.conftest import IMAGE_SIZE, LABELS, MODEL_NAME
 from tests.image_corpus import (
     INPUT_SIDE,
     UPRIGHT,
@@ -38,9 +39,11 @@ from tests.image_corpus import (
     scaled_jpegs,
     stored_as,
 )
+from tests.support.http import files
+from tests.support.models import IMAGE_SIZE, LABELS, MODEL_NAME, export_tiny_model
 from training.data import Split, make_dataset
+from training.preprocessing import SLIM_EVAL, decode_and_resize, first_gif_frame, image_dimensions, resize
 from training.preprocessing import decode_image as graph_decode
-from training.preprocessing import first_gif_frame, image_dimensions, resize
 
 CORPUS = corpus()
 REFUSED = refused_in_graph()
@@ -287,3 +290,46 @@ def test_a_version_exported_before_dct_scaling_still_decodes_at_full_size(
     answer = predict(full_decoding_client, "photo.jpg", data)
     np.testing.assert_allclose(answer, predict_pixels(full_size[None])[0], atol=1e-6)
     assert max_difference(answer, predict_pixels(drafted[None])[0]) > 1e-4
+
+
+@pytest.fixture(scope="module")
+def slim_preprocessing(tmp_path_factory: pytest.TempPathFactory, make_settings) -> Iterator[TestClient]:
+    """The session's network exported with slim's evaluation preprocessing, as `import-slim` exports."""
+    base = tmp_path_factory.mktemp("slim-preprocessing")
+    export_tiny_model(base, seed=0, preprocessing=SLIM_EVAL)
+    with TestClient(create_app(make_settings(model_base_path=base))) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def slim_training_pixels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """Model input for every corpus file, as the training reader makes it with slim's preprocessing."""
+    folder = tmp_path_factory.mktemp("slim-data") / "label"
+    folder.mkdir()
+    for name, data in CORPUS.items():
+        (folder / name).write_bytes(data)
+    paths = [str(folder / name) for name in CORPUS]
+    dataset = make_dataset(
+        Split(paths, [0] * len(paths)), SIZE, len(paths), shuffle=False, seed=0, preprocessing=SLIM_EVAL
+    )
+    (pixels, _), *_ = list(dataset)
+    return dict(zip(CORPUS, pixels.numpy(), strict=True))
+
+
+@pytest.mark.parametrize("name", [name for name in CORPUS if orientation(name) is None])
+def test_slims_preprocessing_is_the_same_in_training_predict_and_serving_default(
+    name, slim_preprocessing, slim_training_pixels, training_pixels
+):
+    data = CORPUS[name]
+    served = service_pixels(slim_preprocessing, name, data)
+    signature = slim_preprocessing.app.state.dataplane.model().model.saved_model.signatures["serving_default"]
+
+    assert max_difference(served, slim_training_pixels[name]) == 0
+    assert max_difference(decode_and_resize(tf.constant(data), SIZE, SLIM_EVAL).numpy(), served) == 0
+    # What makes it slim's: not the pixels of the default preprocessing.
+    assert max_difference(served, training_pixels[name]) > 1
+    np.testing.assert_allclose(
+        predict(slim_preprocessing, name, data),
+        signature(image_bytes=tf.constant([data]))["probabilities"].numpy()[0],
+        atol=1e-6,
+    )

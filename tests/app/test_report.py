@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.app.conftest import problem
-from tests.conftest import TRAINED_NAME
+from tests.support.http import problem
+from tests.support.models import TRAINED_NAME
 from tests.training.test_report import PNG_SIGNATURE, PageLinks
 
 FIGURES = ["learning_curves.png", "confusion_matrix.png", "worst_validation.png"]

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from tests import image_corpus
-from tests.app.conftest import HOSTILE_MODEL, ROOT, png, solid_png
 from tests.app.servers import (
     BOUNDARY,
     Server,
@@ -28,7 +27,9 @@ from tests.app.servers import (
     wait_for,
     wait_until_ready,
 )
-from tests.hostile_model import GREY
+from tests.hostile_model import GREY, HOSTILE_MODEL
+from tests.support import ROOT
+from tests.support.images import png, solid_png
 
 
 def healthcheck(port: int) -> int:

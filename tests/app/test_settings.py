@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from app.settings import InvalidSettings, Settings, load_settings
-from tests.app.conftest import ROOT
+from tests.support import ROOT
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import io
 from PIL import Image
 
 from benchmarks.decode_cost import measure_decode_cost, photo_jpeg
-from tests.conftest import IMAGE_SIZE, MODEL_NAME
+from tests.support.models import IMAGE_SIZE, MODEL_NAME
 
 
 def test_a_photo_is_timed_at_full_size_and_at_the_dct_scale_the_model_allows(model_repository):

@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from tests.benchmarks import run_benchmark
-from tests.conftest import MODEL_NAME
+from tests.support.models import MODEL_NAME
 
 # A developer without wrk may skip this; CI (which sets CI=true) installs wrk and must not.
 pytestmark = pytest.mark.skipif(

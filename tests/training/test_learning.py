@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import write_colour_folder
+from tests.support.models import write_colour_folder
 from training.__main__ import main
 from training.demo_data import make_demo_data
 from training.export import WEIGHTS_FILE, load_layer_weights

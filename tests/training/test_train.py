@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 from imaging.decode import decode
-from tests.conftest import export_tiny_model
-from tests.training.conftest import write_image_folder
+from tests.support.datasets import write_image_folder
+from tests.support.models import export_tiny_model
 from training.data import Split, make_dataset
 from training.preprocessing import Preprocessing
 
