@@ -55,10 +55,17 @@ def load_source(path: str | Path) -> dict[str, list[np.ndarray]]:
     return {name: list(layer.arrays) for name, layer in read_checkpoint(path).items()}
 
 
+def source_name(path: str | Path) -> str:
+    """How a version's metadata names where it started: `<model>/<version>` for a version folder, the
+    checkpoint's file name for a slim checkpoint; never a path of the trainer's machine."""
+    path = Path(path).resolve()
+    return f"{path.parent.name}/{path.name}" if (path / METADATA_FILE).is_file() else path.name
+
+
 def initialize_from(model: keras.Model, path: str | Path) -> Initialization:
     """Copy into `model` every layer of the source at `path` whose name and weight shapes match."""
     source = load_source(path)
-    result = Initialization(source=str(path))
+    result = Initialization(source=source_name(path))
     for layer in model.layers:
         if not layer.weights:
             continue

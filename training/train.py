@@ -365,6 +365,8 @@ def train(config: TrainConfig) -> Path:
     # the data folder's name and files relative to it.
     data_dir = Path(config.data_dir).resolve()
     params = asdict(config) | {"data_dir": data_dir.name}
+    if initialization is not None:
+        params["init_from"] = initialization.source
     data = folder.summary() | {
         "skipped_files": [str(Path(path).resolve().relative_to(data_dir)) for path in folder.skipped]
     }

@@ -31,7 +31,7 @@ def test_every_layer_that_fits_is_restored_and_the_classifier_starts_fresh(seed_
         for restored, exported in zip(model.get_layer(name).get_weights(), weights[name], strict=True):
             np.testing.assert_array_equal(restored, exported)
     assert result.summary() == {
-        "from": str(folder),
+        "from": f"source/{folder.name}",  # the model and version, not the trainer's path
         "restored_layers": len(weights) - 1,
         "fresh_layers": result.fresh,
     }

@@ -151,6 +151,11 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, fine_tune):
     )
     assert 1 < first_epoch <= interrupted_epoch + 1
     assert (tmp_path / "models" / "tiny" / "1" / "saved_model.pb").is_file()
+    if fine_tune:
+        metadata = json.loads((tmp_path / "models" / "tiny" / "1" / "metadata.json").read_text())
+        assert metadata["training"]["initialization"]["from"] == "inception_v2/1"
+        assert metadata["training"]["initialization"]["fresh_layers"]["logits"].startswith("shape")
+        assert str(tmp_path) not in json.dumps(metadata)
 
 
 def test_a_checkpoint_from_other_settings_is_refused_clearly(tmp_path):
