@@ -130,13 +130,27 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", min_length=1, description="Address to listen on (0.0.0.0 in a container).")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
 
-    max_batch_size: int = Field(32, ge=1, le=1024, description="Most images the model sees in one call.")
+    max_batch_size: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Most images the model sees in one call; below it, the batch size the model gains "
+        "from is measured at warm-up (BATCH_MEASURE_S).",
+    )
     batch_timeout_ms: float = Field(
         5.0,
         ge=0,
         le=1000,
         description="Longest an image waits for images still being decoded to join its batch; "
         "an idle model never waits for images that are not on their way.",
+    )
+    batch_measure_s: float = Field(
+        2.0,
+        ge=0,
+        le=600,
+        description="Seconds of warm-up spent timing the model at batch sizes 1, 2, 4 ... MAX_BATCH_SIZE "
+        "(at least 3 calls each) to choose the largest batch it gains from and whether to wait for one; "
+        "0 takes MAX_BATCH_SIZE and BATCH_TIMEOUT_MS as set.",
     )
     max_queue_size: int = Field(
         256, ge=1, description="Most images admitted and not yet in a batch; beyond it requests get 503."

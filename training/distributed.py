@@ -27,6 +27,7 @@ reads from the metrics' variables, summed over all workers: they are exact, and 
 import contextlib
 import hashlib
 import logging
+import math
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -57,6 +58,11 @@ def shard(split: Split, index: int, count: int) -> Split:
     """
     usable = len(split) - len(split) % count
     return Split(split.paths[index:usable:count], split.labels[index:usable:count])
+
+
+def steps_per_epoch(images: int, global_batch: int, workers: int) -> int:
+    """The steps of an epoch over `images` training images, as `shard` cuts them for `workers`."""
+    return math.ceil((images - images % workers) / global_batch)
 
 
 def distribute(

@@ -7,13 +7,14 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from imaging.decode import decode
 from training.cluster import Worker, worker_from_environment
@@ -26,14 +27,19 @@ from training.distributed import (
     multi_worker_strategy,
     require_same_start,
     scratch_dir,
+    steps_per_epoch,
 )
 from training.export import export_model
-from training.inception_v2 import ARCHITECTURES
+from training.inception_v2 import ARCHITECTURES, CLASSIFIERS
+from training.init_from import Initialization, initialize_from
 from training.metrics import confusion_matrix, format_table, summarize
 from training.preprocessing import Preprocessing
 from training.report import Misclassified, TrainingReport
 
 log = logging.getLogger(__name__)
+
+# Settings that are places on the trainer's machine, left out of the version's metadata.
+TRAINER_PATHS = ("model_base_path", "checkpoint_dir", "tensorboard_dir")
 
 
 class EpochCheckpoints(keras.callbacks.Callback):
@@ -55,12 +61,9 @@ class EpochCheckpoints(keras.callbacks.Callback):
         state_path = self.directory / self.STATE
         return json.loads(state_path.read_text())["epoch"] if state_path.exists() else 0
 
-    def restore(self, model: keras.Model) -> int:
-        """Load the last finished epoch's weights into `model`; return the epoch to start from."""
-        state_path = self.directory / self.STATE
-        if not state_path.exists():
-            return 0
-        state = json.loads(state_path.read_text())
+    def restore(self, model: keras.Model) -> None:
+        """Load the last finished epoch's weights and optimizer state into the compiled `model`."""
+        state = json.loads((self.directory / self.STATE).read_text())
         model.optimizer.build(model.trainable_variables)  # so its slots restore too
         try:
             model.load_weights(self.directory / state["weights"])
@@ -70,7 +73,6 @@ class EpochCheckpoints(keras.callbacks.Callback):
                 "settings or data; delete it (or pass another --checkpoint-dir) to start afresh."
             ) from None
         log.info("Resuming after epoch %d from %s", state["epoch"], self.directory)
-        return state["epoch"]
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -137,6 +139,234 @@ def worst_classified(
     ]
 
 
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from near 0 to `peak` over `warmup_steps`, then a cosine decay to 0 at
+    `total_steps` (or `peak` held, without `decay`).
+
+    The warm-up keeps Adam's first steps, each about as large as the learning rate whatever the
+    gradient, from pushing a freshly initialized network into dead ReLUs (docs/training.md).
+    """
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, decay: bool = True):
+        super().__init__()
+        self.peak, self.warmup_steps, self.total_steps, self.decay = peak, warmup_steps, total_steps, decay
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warming = self.peak * (step + 1) / max(self.warmup_steps, 1)
+        progress = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0, 1)
+        after = self.peak * 0.5 * (1 + ops.cos(np.pi * progress)) if self.decay else self.peak
+        return ops.where(step < self.warmup_steps, warming, after)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "peak": self.peak,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+            "decay": self.decay,
+        }
+
+
+def smoothed_crossentropy(label_smoothing: float):
+    """Sparse categorical cross-entropy against labels smoothed by `label_smoothing` (Keras' sparse
+    loss has no smoothing)."""
+
+    def loss(labels, probabilities):
+        one_hot = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), ops.shape(probabilities)[-1])
+        return keras.losses.categorical_crossentropy(one_hot, probabilities, label_smoothing=label_smoothing)
+
+    return loss
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of epochs with one set of trainable layers and one learning rate."""
+
+    name: str
+    epochs: range
+    learning_rate: float
+    train_from: str | None  # the first layer that trains (with all after it); None: every layer
+
+
+def plan_phases(config: TrainConfig) -> list[Phase]:
+    """One phase from scratch; from `--init-from`, the classifier alone, then the network from
+    `--fine-tune-from` on at `--fine-tune-learning-rate`."""
+    if config.init_from is None:
+        return [Phase("training", range(config.epochs), config.learning_rate, None)]
+    frozen = min(config.freeze_base_epochs, config.epochs)
+    phases = []
+    if frozen:
+        phases.append(Phase("classifier", range(frozen), config.learning_rate, CLASSIFIERS[config.arch]))
+    if config.epochs > frozen:
+        phases.append(
+            Phase(
+                "fine-tuning",
+                range(frozen, config.epochs),
+                config.fine_tune_learning_rate,
+                config.fine_tune_from,
+            )
+        )
+    return phases
+
+
+def set_trainable(
+    model: keras.Model, train_from: str | None, fresh: set[str], freeze_batch_norm: bool
+) -> None:
+    """Train the layers from `train_from` on, and every layer that started fresh; freeze the rest.
+
+    A frozen BatchNormalization layer also runs in inference mode (Keras' transfer-learning rule),
+    so it keeps the statistics it was restored with.
+    """
+    names = [layer.name for layer in model.layers]
+    start = 0
+    if train_from is not None:
+        start = next(
+            (i for i, name in enumerate(names) if name == train_from or name.startswith(f"{train_from}_")), -1
+        )
+        if start < 0:
+            blocks = [
+                name
+                for name in names
+                if "_Branch_" not in name and not name.endswith(("_BatchNorm", "_relu"))
+            ]
+            raise ValueError(
+                f"--fine-tune-from names no layer of {model.name}. Received: {train_from!r}; "
+                f"blocks: {', '.join(blocks)}"
+            )
+    for index, layer in enumerate(model.layers):
+        frozen_norm = freeze_batch_norm and isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = (index >= start and not frozen_norm) or layer.name in fresh
+
+
+def compile_model(model: keras.Model, config: TrainConfig, phase: Phase, steps_per_epoch: int) -> None:
+    """Compile for `phase`: Adam on the warm-up and schedule, weight decay and label smoothing."""
+    warmup = min(config.warmup_epochs, len(phase.epochs)) * steps_per_epoch
+    schedule = WarmupCosine(
+        phase.learning_rate, warmup, len(phase.epochs) * steps_per_epoch, decay=config.lr_schedule == "cosine"
+    )
+    optimizer = keras.optimizers.Adam(schedule, weight_decay=config.weight_decay or None)
+    if config.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias", "beta"])
+    model.compile(
+        optimizer=optimizer, loss=smoothed_crossentropy(config.label_smoothing), metrics=["accuracy"]
+    )
+
+
+def make_callbacks(
+    config: TrainConfig, phase: Phase, checkpoints: EpochCheckpoints
+) -> list[keras.callbacks.Callback]:
+    callbacks = [
+        checkpoints,
+        # Not judged before the warm-up is over and the network has had an epoch at full rate: the
+        # near-uniform output of the first epoch has a low validation loss that the noisy epochs
+        # just after it often miss, and stopping there restored a network at chance.
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=config.patience,
+            restore_best_weights=True,
+            start_from_epoch=phase.epochs.start + config.warmup_epochs + 1,
+            verbose=1,
+        ),
+    ]
+    if config.tensorboard_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=config.tensorboard_dir))
+    return callbacks
+
+
+def fit(
+    model: keras.Model,
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    train_ds: tf.data.Dataset | tf.distribute.DistributedDataset,
+    val_ds: tf.data.Dataset | tf.distribute.DistributedDataset,
+    fresh: set[str],
+    steps_per_epoch: int,
+    worker: Worker | None,
+) -> dict[str, list[float]]:
+    """Run every phase of the plan, resuming after the last finished epoch; return the history."""
+    # Every worker resumes from the chief's checkpoints and saves its own each epoch, as TensorFlow's
+    # multi-worker guide asks (saving may read variables through collectives); the others' go into
+    # a temporary folder, deleted however the run ends.
+    resume = EpochCheckpoints(config.backup_dir)
+    done = resume.finished_epochs()
+    if worker is not None:  # before the restore: restoring is collective, all workers or none
+        require_same_start(strategy, worker, done, config.backup_dir)
+    scratch = None if worker is None or worker.is_chief else scratch_dir(worker, config.backup_dir)
+    checkpoints = EpochCheckpoints(scratch or config.backup_dir)
+    try:
+        with LostPeer.raised_for(worker):
+            history = fit_phases(
+                model, config, strategy, train_ds, val_ds, fresh, steps_per_epoch, resume, checkpoints
+            )
+    except BaseException:
+        if scratch is not None:
+            checkpoints.remove()
+        raise
+    checkpoints.remove()
+    return history
+
+
+def fit_phases(
+    model: keras.Model,
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    train_ds: tf.data.Dataset | tf.distribute.DistributedDataset,
+    val_ds: tf.data.Dataset | tf.distribute.DistributedDataset,
+    fresh: set[str],
+    steps_per_epoch: int,
+    resume: EpochCheckpoints,
+    checkpoints: EpochCheckpoints,
+) -> dict[str, list[float]]:
+    """Each phase of the plan from the one `resume` stopped in; the epochs saved by `checkpoints`."""
+    done = resume.finished_epochs()
+    phases = plan_phases(config)
+    # A checkpoint holds the optimizer of the phase that wrote it: compile that phase to read it.
+    first = next((i for i, phase in enumerate(phases) if done - 1 in phase.epochs), 0) if done else 0
+    history: dict[str, list[float]] = {}
+    for index, phase in enumerate(phases[first:], first):
+        with strategy.scope():
+            set_trainable(
+                model, phase.train_from, fresh, config.init_from is not None and not config.train_batch_norm
+            )
+            compile_model(model, config, phase, steps_per_epoch)
+            if index == first and done:  # in the scope: it builds the optimizer's slots, mirrored
+                resume.restore(model)
+        if done >= phase.epochs.stop:
+            continue
+        log.info(
+            "Phase %s: epochs %d-%d at learning rate %g, %d trainable weights",
+            phase.name,
+            max(done, phase.epochs.start) + 1,
+            phase.epochs.stop,
+            phase.learning_rate,
+            len(model.trainable_weights),
+        )
+        result = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=phase.epochs.stop,
+            initial_epoch=max(done, phase.epochs.start),
+            callbacks=make_callbacks(config, phase, checkpoints),
+            shuffle=False,  # train_ds reshuffles itself each epoch
+            verbose=1 if sys.stdout.isatty() else 2,  # a progress bar only where it redraws in place
+        )
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+    return history
+
+
+def build_model(
+    config: TrainConfig, num_classes: int, worker: Worker | None = None
+) -> tuple[keras.Model, Initialization | None]:
+    """The network for `config`, started from `--init-from` when given."""
+    model = ARCHITECTURES[config.arch]((config.image_size, config.image_size, 3), num_classes)
+    if worker is not None:
+        model = PerWorkerSteps(model.inputs, model.outputs, name=model.name)
+    if config.init_from is None:
+        return model, None
+    return model, initialize_from(model, config.init_from)
+
+
 def train(config: TrainConfig) -> Path | None:
     """Train, report validation accuracy overall and per class, and export; return the version folder
     (None on a worker other than the chief, which exports nothing)."""
@@ -154,14 +384,13 @@ def train(config: TrainConfig) -> Path | None:
     preprocessing = Preprocessing(central_crop=config.central_crop)
 
     def dataset(split: Split, batch_size: int, shuffle: bool) -> tf.data.Dataset:
-        augment = shuffle and config.augment
         return make_dataset(
             split,
-            image_size,
-            batch_size,
+            image_size=image_size,
+            batch_size=batch_size,
             shuffle=shuffle,
             seed=config.seed,
-            augment=augment,
+            augment=shuffle and config.augment,
             preprocessing=preprocessing,
         )
 
@@ -183,51 +412,12 @@ def train(config: TrainConfig) -> Path | None:
 
     log.info("Device: %s", device)
     with strategy.scope():
-        model = ARCHITECTURES[config.arch]((config.image_size, config.image_size, 3), len(folder.class_names))
-        if worker is not None:
-            model = PerWorkerSteps(model.inputs, model.outputs, name=model.name)
-        model.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-
-    # Every worker resumes from the chief's checkpoints and saves its own each epoch, as TensorFlow's
-    # multi-worker guide asks (saving may read variables through collectives); the others' go into
-    # a temporary folder, deleted however the run ends.
-    resume = EpochCheckpoints(config.backup_dir)
-    if worker is not None:  # before the restore: restoring is collective, all workers or none
-        require_same_start(strategy, worker, resume.finished_epochs(), config.backup_dir)
-    with strategy.scope():  # the restore builds the optimizer's slots: mirrored, like its weights
-        initial_epoch = resume.restore(model)
-    scratch = None if worker is None or worker.is_chief else scratch_dir(worker, config.backup_dir)
-    checkpoints = EpochCheckpoints(scratch or config.backup_dir)
-    callbacks = [
-        checkpoints,
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=1
-        ),
-    ]
-    if config.tensorboard_dir:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=config.tensorboard_dir))
+        model, initialization = build_model(config, len(folder.class_names), worker)
+    fresh = set(initialization.fresh) if initialization else set()
+    steps = steps_per_epoch(len(folder.train), config.batch_size, worker.count if worker else 1)
     started = time.monotonic()
-    try:
-        with LostPeer.raised_for(worker):
-            history = model.fit(
-                train_fit,
-                validation_data=val_fit,
-                epochs=config.epochs,
-                initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                shuffle=False,  # the training dataset reshuffles itself each epoch
-                verbose=1 if sys.stdout.isatty() else 2,  # a progress bar only where it redraws in place
-            )
-    except BaseException:
-        if scratch is not None:
-            checkpoints.remove()
-        raise
+    history = fit(model, config, strategy, train_fit, val_fit, fresh, steps, worker)
     duration = time.monotonic() - started
-    checkpoints.remove()
     if worker is not None and not worker.is_chief:
         print(f"Finished training as {worker.name}; the chief exports the version")
         return None
@@ -242,16 +432,25 @@ def train(config: TrainConfig) -> Path | None:
     )
     print(format_table(validation))
 
+    # The model card is shown to the service's users: no paths of the trainer's machine in it, only
+    # the data folder's name and files relative to it.
+    data_dir = Path(config.data_dir).resolve()
+    params = asdict(config) | {"data_dir": data_dir.name}
+    if initialization is not None:
+        params["init_from"] = initialization.source
+    data = folder.summary() | {
+        "skipped_files": [str(Path(path).resolve().relative_to(data_dir)) for path in folder.skipped]
+    }
     training_summary: dict[str, Any] = {
-        "params": {k: v for k, v in asdict(config).items() if k not in ("model_base_path", "checkpoint_dir")},
-        "data": {"dir": str(Path(config.data_dir).resolve()), **folder.summary()},
+        "params": {k: v for k, v in params.items() if k not in TRAINER_PATHS},
+        "data": {"dir": data_dir.name, **data},
         "metrics": {
             "val_accuracy": accuracy,
             "per_class_accuracy": per_class,
             "per_class": validation["per_class"],
             "confusion_matrix": validation["confusion_matrix"],
-            "history": {key: [float(v) for v in values] for key, values in history.history.items()},
-            "epochs_run": len(history.history.get("loss", [])),
+            "history": history,
+            "epochs_run": len(history.get("loss", [])),
         },
         "device": device,
         "duration_seconds": round(duration, 1),
@@ -259,6 +458,8 @@ def train(config: TrainConfig) -> Path | None:
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
     }
+    if initialization is not None:
+        training_summary["initialization"] = initialization.summary()
     if keras.mixed_precision.global_policy().name != "float32" or worker is not None:
         # Export a float32 copy so the artifact serves on a CPU as well as a GPU; and one outside the
         # cluster's strategy, whose variables the chief could not save alone.
