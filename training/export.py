@@ -13,6 +13,13 @@ Signatures (the one path from image to probabilities, shared with training):
   (see training/preprocessing.py).
 - `predict_pixels`: `pixels` (float32 [batch, height, width, 3], RGB in [0, 255], already at the
   model's input size) -> `probabilities`.
+- With a `Confidence` fitted at export (training/confidence.py), both give calibrated
+  `probabilities` and an `ood_score` (float32 [batch]: higher is further from the training data;
+  metadata.json's `confidence.ood.threshold` separates "not sure"). Without one (versions exported
+  before it, and models exported by hand) they give the softmax alone.
+- `features`: `pixels` -> `logits` (float32 [batch, classes], before any temperature) and `features`
+  (float32 [batch, d], the pooled features the score measures), to measure other scores and for
+  embeddings.
 - `resize_image`: `image` (uint8 [any height, any width, 3]) -> `pixels` (float32 [height, width, 3]),
   the bilinear resize that the training data goes through (training/preprocessing.py); the service
   decodes with `imaging.decode` and calls it.
@@ -31,6 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training.confidence import Confidence, ConfidenceHead, logit_and_feature_model
 from training.preprocessing import JPEG_SCALING, RESIZE_METHOD, decode_and_resize, resize
 from training.report import TrainingReport
 
@@ -42,9 +50,11 @@ METADATA_FORMAT_VERSION = 1
 class ServingModule(tf.Module):
     """The exported graph: the Keras model plus decoding and resizing."""
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, confidence: Confidence | None = None):
         super().__init__(name="inception_v2_serving")
         self.model = model
+        self.confidence = ConfidenceHead(model, confidence) if confidence else None
+        self.heads = logit_and_feature_model(model)
         height, width, _ = model.input_shape[1:]
         self.image_size = (height, width)
         pixel_spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="pixels")
@@ -55,9 +65,16 @@ class ServingModule(tf.Module):
         self.resize_image = tf.function(
             self._resize_image, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")]
         )
+        self.features = tf.function(self._features, input_signature=[pixel_spec])
 
     def _predict_pixels(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        if self.confidence is not None:
+            return self.confidence(pixels)
         return {"probabilities": self.model(pixels, training=False)}
+
+    def _features(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits, features = self.heads(pixels, training=False)
+        return {"logits": tf.cast(logits, tf.float32), "features": tf.cast(features, tf.float32)}
 
     def _serve_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         height, width = self.image_size
@@ -76,6 +93,7 @@ class ServingModule(tf.Module):
             "serving_default": self.serve_bytes,
             "predict_pixels": self.predict_pixels,
             "resize_image": self.resize_image,
+            "features": self.features,
         }
 
 
@@ -105,19 +123,27 @@ def _signature_specs(module: ServingModule) -> dict[str, Any]:
         return {"dtype": tensor_spec.dtype.name, "shape": tensor_spec.shape.as_list()}
 
     height, width = module.image_size
-    probabilities = spec(tf.TensorSpec([None, module.model.output_shape[-1]], tf.float32))
+    classes = module.model.output_shape[-1]
+    outputs = {"probabilities": spec(tf.TensorSpec([None, classes], tf.float32))}
+    if module.confidence is not None:
+        outputs["ood_score"] = spec(tf.TensorSpec([None], tf.float32))
+    pixels = {"pixels": spec(tf.TensorSpec([None, height, width, 3], tf.float32))}
     return {
         "serving_default": {
             "inputs": {"image_bytes": spec(tf.TensorSpec([None], tf.string))},
-            "outputs": {"probabilities": probabilities},
+            "outputs": outputs,
         },
-        "predict_pixels": {
-            "inputs": {"pixels": spec(tf.TensorSpec([None, height, width, 3], tf.float32))},
-            "outputs": {"probabilities": probabilities},
-        },
+        "predict_pixels": {"inputs": pixels, "outputs": outputs},
         "resize_image": {
             "inputs": {"image": spec(tf.TensorSpec([None, None, 3], tf.uint8))},
             "outputs": {"pixels": spec(tf.TensorSpec([height, width, 3], tf.float32))},
+        },
+        "features": {
+            "inputs": pixels,
+            "outputs": {
+                "logits": spec(tf.TensorSpec([None, classes], tf.float32)),
+                "features": spec(tf.TensorSpec([None, module.heads.output[1].shape[-1]], tf.float32)),
+            },
         },
     }
 
@@ -138,10 +164,13 @@ def export_model(
     architecture: str | None = None,
     training: dict[str, Any] | None = None,
     report: TrainingReport | None = None,
+    confidence: Confidence | None = None,
 ) -> Path:
     """Write `model` as the next version of `name` under `base_path` and return its folder.
 
     With a `report`, its files go into the version's `report/` folder, listed in metadata.json.
+    With a `confidence`, the signatures give calibrated probabilities and an `ood_score`, and
+    metadata.json records how both were fitted and the threshold (`confidence`).
     """
     num_classes = int(model.output_shape[-1])
     if len(labels) != num_classes:
@@ -150,7 +179,7 @@ def export_model(
         )
     model_dir = Path(base_path) / name
     model_dir.mkdir(parents=True, exist_ok=True)
-    module = ServingModule(model)
+    module = ServingModule(model, confidence)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
     try:
         tf.saved_model.save(module, str(staging), signatures=module.signatures())
@@ -172,6 +201,8 @@ def export_model(
             "signatures": _signature_specs(module),
             "training": training or {},
         }
+        if confidence is not None:
+            metadata["confidence"] = confidence.metadata()
         if report is not None:
             metadata["report"] = {"folder": REPORT_FOLDER, **report.write(staging / REPORT_FOLDER)}
         return _publish(staging, model_dir, metadata)
