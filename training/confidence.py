@@ -29,7 +29,7 @@ KEEP = 0.95  # the share of held-back in-distribution images the threshold keeps
 ECE_BINS = 15
 METHOD = "mahalanobis"
 # The layer whose output is pooled into the features, per network (the first one the model has).
-FEATURE_LAYERS = ("Logits_AvgPool_1a", "end_pool")
+FEATURE_LAYERS = ("Logits_AvgPool_1a", "concat_1")
 # Ledoit-Wolf-style shrinkage of the shared covariance toward a scaled identity: a network's
 # pooled features outnumber a small dataset's images, and the sample covariance is then singular.
 SHRINKAGE = 0.1
@@ -163,9 +163,12 @@ def fit_feature_statistics(features: np.ndarray, labels: np.ndarray, num_classes
 
 
 def threshold_keeping(scores: np.ndarray, keep: float = KEEP) -> float:
-    """The score at or below which `keep` of `scores` fall (the higher order statistic: keeps at least it)."""
+    """The split-conformal quantile of the held-back `scores`: the ⌈(n + 1) · keep⌉-th smallest (the
+    largest when that is past n). A fresh image like them then scores at or below it with a
+    probability of at least `keep` (Vovk et al.), where the plain `keep` quantile of n images falls
+    short of it by about 1/n."""
     ordered = np.sort(scores)
-    return float(ordered[min(len(ordered) - 1, int(np.ceil(keep * len(ordered))) - 1)])
+    return float(ordered[min(len(ordered), int(np.ceil(keep * (len(ordered) + 1)))) - 1])
 
 
 @dataclass(frozen=True)

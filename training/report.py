@@ -19,6 +19,12 @@ CURVES = "learning_curves.png"
 CONFUSION = "confusion_matrix.png"
 WORST = "worst_validation.png"
 CALIBRATION = "calibration.png"
+CAPTIONS = {
+    CURVES: "Learning curves",
+    CONFUSION: "Confusion matrix",
+    CALIBRATION: "Calibration: reliability diagram",
+    WORST: "Worst-classified validation images",
+}
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,11 @@ class TrainingReport:
         if self.worst:
             files.append(self._worst(folder / WORST))
         (folder / PAGE).write_text(self._page(files))
-        return {"page": PAGE, "files": files}
+        return {
+            "page": PAGE,
+            "files": files,
+            "figures": [{"file": name, "caption": CAPTIONS[name]} for name in files],
+        }
 
     def _curves(self, path: Path) -> str:
         import matplotlib.pyplot as plt
@@ -144,15 +154,9 @@ class TrainingReport:
             )
             return f"<table>{cells}</table>"
 
-        captions = {
-            CURVES: "Learning curves",
-            CONFUSION: "Confusion matrix",
-            CALIBRATION: "Calibration: reliability diagram",
-            WORST: "Worst-classified validation images",
-        }
         figures = "".join(
-            f'<figure><img src="{html.escape(name)}" alt="{captions[name]}">'
-            f"<figcaption>{captions[name]}</figcaption></figure>"
+            f'<figure><img src="{html.escape(name)}" alt="{CAPTIONS[name]}">'
+            f"<figcaption>{CAPTIONS[name]}</figcaption></figure>"
             for name in files
         )
         return f"""<!DOCTYPE html>

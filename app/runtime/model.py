@@ -49,6 +49,13 @@ class Model:
     def labels(self) -> list[str]:
         return self.metadata.labels
 
+    def ood_threshold(self, override: float | None = None) -> float | None:
+        """The ood_score above which an answer of this version is not confident: `override`
+        (OOD_THRESHOLD) when set, else the one chosen at export; None when the version has no score."""
+        if self.metadata.confidence is None:
+            return None
+        return self.metadata.confidence.ood.threshold if override is None else override
+
     def resize(self, image: np.ndarray) -> np.ndarray:
         """uint8 RGB [h, w, 3] -> float32 [height, width, 3]: the SavedModel's resize, as in training."""
         return self._resize(image=image)["pixels"].numpy()
