@@ -307,7 +307,8 @@ function trainingSection(training) {
     ]);
     section.append(table("Per class, on the validation images", ["Class", "Precision", "Recall", "F1", "Images"], rows, "per-class"));
   }
-  const others = Object.entries(params).filter(([key]) => !SETTINGS_IN_WORDS.has(key));
+  const inWords = params.arch === undefined ? new Set() : SETTINGS_IN_WORDS;
+  const others = Object.entries(params).filter(([key]) => !inWords.has(key));
   if (others.length) {
     section.append(el("h4", {}, "Other settings"), definitions(others.map(([key, value]) => [key.replaceAll("_", " "), formatValue(value)])));
   }
