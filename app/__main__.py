@@ -35,7 +35,7 @@ class Server(uvicorn.Server):
         self.stop_at: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.config.app.state.draining = True
+        self.config.app.state.dataplane.draining = True
         if self.stop_at is None and self.shutdown_delay_s > 0:
             self.stop_at = time.monotonic() + self.shutdown_delay_s
             return

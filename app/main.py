@@ -1,4 +1,4 @@
-"""The FastAPI app: `create_app(settings)`, and `app` for `uvicorn app.main:app`.
+"""The FastAPI app: `create_app(settings)`, also a factory for `uvicorn --factory app.main:create_app`.
 
 Creating the app is cheap; the model is loaded and warmed up by the lifespan, before the server
 takes requests. If it cannot be loaded, the server logs one line naming the path and the problem
@@ -17,24 +17,39 @@ from uvicorn.logging import DefaultFormatter
 
 from app.api import health, metrics, model, predict, report, tfserving, v2
 from app.api import page as web_page
-from app.api.admission import Door, ShedWhenFull
+from app.api.admission import Door, ShedWhenFull, inference_routes
 from app.api.api_keys import ApiKeys, KeyRing
 from app.api.body_limit import RequestBodyLimit
+from app.api.dataplane import DataPlane
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.problems import document_problems, register_problem_handlers
 from app.errors import ModelLoadError
-from app.runtime.server import ModelServer
+from app.runtime.repository import ModelRepository
 from app.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
+
+ROUTERS = (
+    predict.router,
+    model.router,
+    report.router,
+    health.router,
+    metrics.router,
+    tfserving.router,
+    v2.router,
+    web_page.router,  # GET /: the page to try the model in a browser
+)
+# The endpoints that run the model, whose requests the door may shed: one per face.
+INFERENCE_ENDPOINTS = (predict.predict, tfserving.predict, v2.infer)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    models = await asyncio.to_thread(ModelServer.start, settings, app.state.metrics.observe_batch)
+    dataplane: DataPlane = app.state.dataplane
+    models = await asyncio.to_thread(ModelRepository.start, settings, app.state.metrics.observe_batch)
     app.state.metrics.watch(models)
-    app.state.models = models
+    dataplane.repository = models
     logger.info(
         "Ready to serve %s version(s) %s",
         models.name,
@@ -43,9 +58,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        app.state.draining = True
+        dataplane.draining = True
         await asyncio.to_thread(models.close)
-        app.state.models = None
+        dataplane.repository = None
 
 
 class OneLineStartupFailure:
@@ -73,7 +88,7 @@ class OneLineStartupFailure:
 
 
 def configure_logging(level: str) -> None:
-    """Give the `app` loggers uvicorn's look, whether run by `python -m app` or `uvicorn app.main:app`."""
+    """Give the `app` loggers uvicorn's look, whether run by `python -m app` or by uvicorn's command."""
     app_logger = logging.getLogger("app")
     app_logger.setLevel(level)
     if not app_logger.handlers:
@@ -95,11 +110,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics(settings.max_batch_size)
-    app.state.models = None
-    app.state.draining = False
+    app.state.dataplane = DataPlane(settings)
+    for router in ROUTERS:
+        app.include_router(router)
     keys = KeyRing(settings.api_key_list(), settings.metrics_require_key)
     # Shedding is decided at the door: by the HTTP protocol (app/connections.py) or the middleware.
-    app.state.door = Door(app.state, keys)
+    routes = inference_routes([route for router in ROUTERS for route in router.routes], INFERENCE_ENDPOINTS)
+    app.state.door = Door(app.state, keys, routes)
     register_problem_handlers(app)
     app.add_middleware(
         RequestBodyLimit, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s
@@ -108,19 +125,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ApiKeys, keys=keys)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outside: it sees the 413s too
     app.add_middleware(OneLineStartupFailure)
-    for router in (
-        predict.router,
-        model.router,
-        report.router,
-        health.router,
-        metrics.router,
-        tfserving.router,
-        v2.router,
-    ):
-        app.include_router(router)
-    app.include_router(web_page.router)  # GET /: the page to try the model in a browser
     document_problems(app)
     return app
-
-
-app = create_app()

@@ -7,84 +7,79 @@ parsed) count as many images as recent requests brought on average, so a burst t
 together is shed at the door too, not only once the queue is full. The request at the door itself
 counts as one image, the least it can bring: where one image would fit, the queue decides. Only the
 path and query are read: which version a request targets is known before its body.
+
+The door knows the inference routes from the app's router, and counts a request it sheds under the
+route template the router would have matched.
 """
 
 import math
-import re
 import time
+from collections.abc import Callable, Iterable, Sequence
 from types import SimpleNamespace
+from typing import Any
 from urllib.parse import parse_qs
 
+from fastapi.routing import APIRoute
 from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.api_keys import KeyRing
 from app.api.problems import service_error_response
+from app.api.protocols import is_whole_number
 from app.errors import Overloaded, ServiceError
 from app.runtime.batcher import Batcher
-from app.runtime.server import ModelServer
 
 # The scope key under which the HTTP protocol's door notes the queue of a request it let in and counted.
 COUNTED_AT_DOOR = "app.door.counted"
 
-# The inference routes of the three APIs, and the route template each is counted under in /metrics.
-INFERENCE_ROUTES = [
-    (re.compile(r"/predict"), "/predict"),
-    (
-        re.compile(
-            r"/v1/models/[^/:]+(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?:(?:predict|classify|regress)"
-        ),
-        "/v1/{path:path}",
-    ),
-    (re.compile(r"/v2/models/[^/]+(?:/versions/(?P<version>\d+))?/infer"), "/v2/models/{name}/infer"),
-]
+
+def inference_routes(routes: Iterable[BaseRoute], endpoints: Iterable[Callable[..., Any]]) -> list[APIRoute]:
+    """The routes of the app that serve one of the inference `endpoints`, in the router's order."""
+    inference = set(endpoints)
+    return [route for route in routes if isinstance(route, APIRoute) and route.endpoint in inference]
 
 
-def target(scope: Scope) -> tuple[str, int | None, str | None] | None:
-    """For an inference request: its route template, and the version or label it asks for."""
+def target(routes: Sequence[APIRoute], scope: Scope) -> tuple[str, int | None, str | None] | None:
+    """For an inference request: its route template, and the version or label it asks for (in the
+    path, or in /predict's query). A version that is not a whole number is left to the route to refuse."""
     if scope["method"] != "POST":
         return None
-    for pattern, template in INFERENCE_ROUTES:
-        if match := pattern.fullmatch(scope["path"]):
-            wanted = match.groupdict()
-            if template == "/predict":  # ?version= and ?label=
-                query = parse_qs(scope["query_string"].decode("latin-1")) if scope["query_string"] else {}
+    for route in routes:
+        match, matched = route.matches(scope)
+        if match is Match.FULL:
+            wanted = matched["path_params"]
+            if not wanted and scope["query_string"]:  # no path parameters (/predict): ?version=, ?label=
+                query = parse_qs(scope["query_string"].decode("latin-1"))
                 wanted = {"version": query.get("version", [None])[0], "label": query.get("label", [None])[0]}
             version = wanted.get("version")
-            return template, int(version) if version and version.isdigit() else None, wanted.get("label")
+            if isinstance(version, str):
+                version = int(version) if is_whole_number(version) else None
+            return route.path, version, wanted.get("label")
     return None
-
-
-def target_batcher(models: ModelServer | None, version: int | None, label: str | None) -> Batcher | None:
-    """The queue the request would join, or None when the route itself must answer (no such version)."""
-    if models is None:
-        return None
-    try:
-        return models.get(version=version, label=label).batcher
-    except ServiceError:
-        return None
 
 
 class Door:
     """Which inference requests to shed, and the count of those let in, for the middleware and the
     HTTP protocol alike (app/connections.py asks before uvicorn starts the app at all).
 
-    Made once per app (`app.state.door`); the models are looked up in `state` at each request.
+    Made once per app (`app.state.door`); the models are looked up in `state.dataplane` at each request.
     """
 
-    def __init__(self, state: State, keys: KeyRing) -> None:
+    def __init__(self, state: State, keys: KeyRing, routes: Sequence[APIRoute]) -> None:
         self.state = state
         self.keys = keys
+        self.routes = routes  # the inference routes (`inference_routes`)
         self.in_flight: dict[Batcher, int] = {}  # requests past the door and not finished, per queue
         self._last_refusal: tuple[tuple[str, str], Response] | None = None  # (route, detail), answer
 
     def check(self, scope: Scope) -> tuple[str, Batcher, Overloaded | None] | None:
         """For an inference request: its route template, its queue, and the error to shed it with
         (None to let it in). None for every other request, and for one naming no available version."""
-        wanted = target(scope)
-        batcher = target_batcher(self.state.models, *wanted[1:]) if wanted else None
+        wanted = target(self.routes, scope)
+        batcher = self.target_batcher(*wanted[1:]) if wanted else None
         if wanted is None or batcher is None:
             return None
         not_yet_admitted = max(self.in_flight.get(batcher, 0) - batcher.admissions, 0)
@@ -103,6 +98,13 @@ class Door:
             f"MAX_QUEUE_SIZE is {batcher.max_queue_size}"
         )
         return wanted[0], batcher, error
+
+    def target_batcher(self, version: int | None, label: str | None) -> Batcher | None:
+        """The queue the request would join, or None when the route itself must answer (no such version)."""
+        try:
+            return self.state.dataplane.model(version=version, label=label).batcher
+        except ServiceError:
+            return None
 
     def refusal(self, scope: Scope) -> Response | None:
         """The 503 for a request to shed before any of the app runs, counted in the metrics as the

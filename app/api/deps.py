@@ -5,26 +5,22 @@ from typing import Annotated
 from fastapi import Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from app.errors import ModelNotReady
+from app.api.dataplane import DataPlane
 from app.runtime.classifier import Classifier
-from app.runtime.server import ModelServer
 
 VERSION_HEADER = "X-Model-Version"
 
 
-async def get_models(request: Request) -> ModelServer:
-    """The model server (async: FastAPI would run a plain function on a worker thread)."""
-    models: ModelServer | None = request.app.state.models
-    if models is None:
-        raise ModelNotReady("The model is not loaded")
-    return models
+async def get_dataplane(request: Request) -> DataPlane:
+    """The data plane (async: FastAPI would run a plain function on a worker thread)."""
+    return request.app.state.dataplane
 
 
-ModelsDep = Annotated[ModelServer, Depends(get_models)]
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 
 
 async def get_classifier(
-    models: ModelsDep,
+    dataplane: DataPlaneDep,
     response: Response,
     version: Annotated[
         int | None, Query(ge=1, description="Use this model version. Default: the highest available.")
@@ -43,7 +39,7 @@ async def get_classifier(
         raise RequestValidationError(
             [{"loc": ("query", "label"), "msg": "Give a version or a label, not both", "type": "value_error"}]
         )
-    classifier = models.get(version, label)
+    classifier = dataplane.model(version=version, label=label)
     response.headers[VERSION_HEADER] = str(classifier.model.version)
     return classifier
 

@@ -1,10 +1,10 @@
 """GET /healthz (liveness) and GET /readyz (readiness)."""
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from app.api.deps import DataPlaneDep
 from app.api.problems import PROBLEM_RESPONSES
-from app.errors import ModelNotReady
 
 router = APIRouter(tags=["health"])
 
@@ -22,11 +22,7 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", summary="Readiness", responses={503: PROBLEM_RESPONSES[503]})
-async def readyz(request: Request) -> Health:
+async def readyz(dataplane: DataPlaneDep) -> Health:
     """Readiness: 200 while a model version is loaded and warmed up; 503 before, and once shutdown begins."""
-    if request.app.state.draining:
-        raise ModelNotReady("The service is shutting down")
-    if request.app.state.models is None:
-        raise ModelNotReady("The model is not loaded yet")
-    request.app.state.models.get()  # ModelNotReady while no version is available
+    dataplane.ready()
     return Health(status="ready")

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.runtime.server import ModelServer
+from app.runtime.repository import ModelRepository
 
 STATES = ("LOADING", "AVAILABLE", "UNLOADING", "END")
 
@@ -80,16 +80,16 @@ class Metrics:
         self.batch_size.labels(str(version)).observe(size)
         self.inference_seconds.labels(str(version)).observe(seconds)
 
-    def watch(self, models: ModelServer | None) -> None:
+    def watch(self, models: ModelRepository | None) -> None:
         """Report the versions of `models` and their queues from now on (None: stop)."""
         self.versions.models = models
 
 
 class VersionCollector(Collector):
-    """The served versions' lifecycle and queues, read from the model server at each scrape."""
+    """The served versions' lifecycle and queues, read from the model repository at each scrape."""
 
     def __init__(self) -> None:
-        self.models: ModelServer | None = None
+        self.models: ModelRepository | None = None
 
     def collect(self) -> Iterator[Metric]:
         models = self.models

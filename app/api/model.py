@@ -6,7 +6,7 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from app.api.deps import ClassifierDep, ModelsDep
+from app.api.deps import ClassifierDep, DataPlaneDep
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.report import report_url
 from app.runtime.metadata import Architecture, Calibration, InputSpec
@@ -111,11 +111,11 @@ class ModelInfo(BaseModel):
     summary="Describe the model",
     responses={status: PROBLEM_RESPONSES[status] for status in (404, 503)},
 )
-async def model_info(classifier: ClassifierDep, models: ModelsDep) -> ModelInfo:
+async def model_info(classifier: ClassifierDep, dataplane: DataPlaneDep) -> ModelInfo:
     """Describe a served version (`?version=`, `?label=`; default the highest available): labels,
     architecture with every layer, training summary, runtime; and the state of every version.
     """
-    model, settings = classifier.model, classifier.settings
+    model, settings, models = classifier.model, classifier.settings, dataplane.models()
     labels = models.labels()
     return ModelInfo(
         name=model.name,

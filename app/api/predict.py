@@ -1,18 +1,15 @@
 """POST /predict: classify uploaded images."""
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from app.api.deps import ClassifierDep
+from app.api.deps import ClassifierDep, DataPlaneDep
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.uploads import read_uploads, upload_body
-from app.errors import RequestAbandoned
 
 router = APIRouter(tags=["inference"])
 
@@ -67,34 +64,6 @@ class PredictResponse(BaseModel):
     }
 
 
-async def unless_abandoned(request: Request, work: Coroutine[Any, Any, list[np.ndarray]]) -> list[np.ndarray]:
-    """Run `work`, cancelling it if the client disconnects first: nobody would read the answer.
-
-    A client that gave up (a timeout, a closed tab) would otherwise leave its images in the queue,
-    and everyone behind them would wait for answers nobody reads. `work` runs in this task and a
-    watcher cancels it on a disconnect: one task per request rather than two, on the busiest path.
-    """
-    this_task = asyncio.current_task()
-    assert this_task is not None
-    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, this_task))
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled():  # the watcher cancelled us, not the server
-            this_task.uncancel()
-            raise RequestAbandoned("The client disconnected before its answer was ready") from None
-        raise
-    finally:
-        watcher.cancel()  # no-op once finished
-
-
-async def _cancel_on_disconnect(request: Request, task: asyncio.Task) -> None:
-    """Cancel `task` when the client disconnects; the body has been read, so nothing else can arrive."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-    task.cancel()
-
-
 def top_predictions(probabilities: np.ndarray, labels: list[str], k: int) -> list[Prediction]:
     """The `k` highest probabilities, highest first; ties in class order."""
     scores = probabilities.tolist()  # Python floats: indexing a NumPy array per class costs more
@@ -112,6 +81,7 @@ def top_predictions(probabilities: np.ndarray, labels: list[str], k: int) -> lis
 )
 async def predict(
     request: Request,
+    dataplane: DataPlaneDep,
     classifier: ClassifierDep,
     top_k: Annotated[
         int | None,
@@ -136,12 +106,12 @@ async def predict(
             ]
         )
     k = top_k or min(DEFAULT_TOP_K, len(labels))
-    uploads = await read_uploads(request, "file")
-    probabilities = await unless_abandoned(request, classifier.classify(uploads))
+    uploads = await read_uploads(request, "file", dataplane.count_images)
+    inference = await dataplane.infer(request, classifier, uploads)
     return PredictResponse(
-        model=ModelRef(name=classifier.model.name, version=classifier.model.version),
+        model=ModelRef(name=inference.model.name, version=inference.model.version),
         results=[
-            FileResult(filename=filename, predictions=top_predictions(p, labels, k))
-            for (filename, _), p in zip(uploads, probabilities, strict=True)
+            FileResult(filename=filename, predictions=top_predictions(image.probabilities, labels, k))
+            for (filename, _), image in zip(uploads, inference.images, strict=True)
         ],
     )

@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, RedirectResponse
 
-from app.api.deps import ClassifierDep, ModelsDep
+from app.api.deps import ClassifierDep, DataPlaneDep
 from app.api.problems import PROBLEM_RESPONSES, Problem
 from app.errors import ReportNotFound
 from app.runtime.model import Model
@@ -73,9 +73,9 @@ async def report(classifier: ClassifierDep) -> RedirectResponse:
         503: PROBLEM_RESPONSES[503],
     },
 )
-async def report_page(version: VersionParam, models: ModelsDep) -> FileResponse:
+async def report_page(version: VersionParam, dataplane: DataPlaneDep) -> FileResponse:
     """A version's training report: learning curves, confusion matrix, worst images, settings, data."""
-    return FileResponse(report_file(models.get(version).model, None), media_type="text/html")
+    return FileResponse(report_file(dataplane.model(version=version).model, None), media_type="text/html")
 
 
 @router.get(
@@ -88,6 +88,6 @@ async def report_page(version: VersionParam, models: ModelsDep) -> FileResponse:
         503: PROBLEM_RESPONSES[503],
     },
 )
-async def report_figure(version: VersionParam, name: str, models: ModelsDep) -> FileResponse:
+async def report_figure(version: VersionParam, name: str, dataplane: DataPlaneDep) -> FileResponse:
     """One file a version's report page shows, by the name the page uses."""
-    return FileResponse(report_file(models.get(version).model, name))
+    return FileResponse(report_file(dataplane.model(version=version).model, name))

@@ -2,11 +2,11 @@
 
 Paths, answer shapes and error codes are those of TF Serving's `http_rest_api_handler.cc`, so a TF
 Serving client works with only the host and port changed. Only parsing and shaping live here;
-limits, batching and errors are the data plane's (`dataplane.py`), shared with every protocol.
+model lookup, limits, batching and errors are the data plane's (`dataplane.py`), shared by every face.
 """
 
 import base64
-import json
+import io
 from typing import Any
 
 import numpy as np
@@ -15,11 +15,12 @@ from fastapi.responses import JSONResponse
 from google.protobuf import json_format
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.api import dataplane
-from app.api.deps import VERSION_HEADER, ModelsDep
+from app.api.dataplane import DataPlane
+from app.api.deps import VERSION_HEADER, DataPlaneDep
+from app.api.protocols import ModelRoutes, parse_json_object
 from app.errors import InvalidInput, ModelNotFound, VersionNotFound
-from app.runtime.classifier import Classifier
-from app.runtime.server import ModelServer, VersionStatus
+from app.runtime.classifier import Classifier, Upload
+from app.runtime.repository import VersionStatus
 from app.runtime.signatures import signature_defs
 
 router = APIRouter(include_in_schema=False)  # TF Serving's own documentation describes this API
@@ -50,6 +51,7 @@ register_url_convertor("tfs_method", _Method())
 
 MODEL = "/v1/models/{name:tfs_part}"
 VERSIONS = ("", "/versions/{version:int}", "/labels/{label:tfs_part}")  # TF Serving's optional suffixes
+model_route = ModelRoutes(router, MODEL, VERSIONS)
 
 
 def model_spec(request: Request) -> tuple[str, int | None, str | None]:
@@ -58,12 +60,13 @@ def model_spec(request: Request) -> tuple[str, int | None, str | None]:
     return params["name"], params.get("version"), params.get("label")
 
 
-def servable(models: ModelServer, name: str, version: int | None, label: str | None) -> Classifier:
-    """The classifier of the named version (or label, or the latest), as TF Serving resolves it."""
-    if name != models.name:
+def servable(dataplane: DataPlane, name: str, version: int | None, label: str | None) -> Classifier:
+    """The classifier of the named version (or label, or the latest); unknown models in TF Serving's words."""
+    try:
+        return dataplane.model(name, version, label)
+    except ModelNotFound:
         wanted = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
-        raise ModelNotFound(f"Servable not found for request: {wanted}")
-    return models.get(version=version, label=label)
+        raise ModelNotFound(f"Servable not found for request: {wanted}") from None
 
 
 def version_status(status: VersionStatus) -> dict[str, Any]:
@@ -105,21 +108,6 @@ def metadata_body(name: str, version: int, signatures: dict[str, Any]) -> dict[s
             }
         },
     }
-
-
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    """The request body as a JSON object (NaN and Infinity accepted, as TF Serving accepts them)."""
-    try:
-        payload = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from None
-    except ValueError as exc:  # not UTF-8
-        raise InvalidInput(f"JSON Parse error: {exc}") from None
-    except RecursionError:
-        raise InvalidInput("JSON Parse error: nested too deeply") from None
-    if not isinstance(payload, dict):
-        raise InvalidInput("JSON Parse error: the body must be a JSON object with 'instances' or 'inputs'")
-    return payload
 
 
 def signature_of(payload: dict[str, Any], signatures: dict[str, Any]) -> str:
@@ -199,15 +187,11 @@ def pixel_array(values: list[Any], where: str) -> np.ndarray:
         ) from None
 
 
-def _route(method: str, suffix: str = ""):
-    """Register the endpoint for the model, a version of it, and a version label."""
-    return dataplane.route(router, method, [MODEL + version_part + suffix for version_part in VERSIONS])
-
-
-@_route("GET")
-async def model_status(request: Request, models: ModelsDep) -> JSONResponse:
+@model_route("GET")
+async def model_status(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
     """TF Serving's model status: the state of every version, or of the one named."""
     name, version, label = model_spec(request)
+    models = dataplane.models()
     if label is not None:
         version = models.labels().get(label)
         if version is None:
@@ -216,37 +200,46 @@ async def model_status(request: Request, models: ModelsDep) -> JSONResponse:
     return JSONResponse(model_status_body(name, statuses, version))
 
 
-@_route("GET", "/metadata")
-async def model_metadata(request: Request, models: ModelsDep) -> JSONResponse:
+@model_route("GET", "/metadata")
+async def model_metadata(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
     """TF Serving's model metadata: the version's SignatureDefs, read from its saved_model.pb."""
     name, version, label = model_spec(request)
-    model = servable(models, name, version, label).model
+    model = servable(dataplane, name, version, label).model
     return JSONResponse(
         metadata_body(name, model.version, signature_defs(model.path)),
         headers={VERSION_HEADER: str(model.version)},
     )
 
 
-@_route("POST", ":{method:tfs_method}")
-async def predict(request: Request, models: ModelsDep) -> JSONResponse:
+@model_route("POST", ":{method:tfs_method}")
+async def predict(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
     """TF Serving's Predict: `instances` or `inputs`, answered as `predictions` or `outputs`."""
     name, version, label = model_spec(request)
-    classifier = servable(models, name, version, label)
+    classifier = servable(dataplane, name, version, label)
     method = request.path_params["method"]
     if method != "predict":
         raise InvalidInput(
             f"The model has no {method} signature: its signatures are predict signatures; use :predict"
         )
-    payload = parse_json_object(await request.body())
+    payload = parse_json_object(
+        await request.body(),
+        not_json="JSON Parse error: {reason}",
+        not_object="JSON Parse error: the body must be a JSON object with 'instances' or 'inputs'",
+    )
     signature = signature_of(payload, signature_defs(classifier.model.path))
     key, values = tensor_values(payload, SIGNATURE_INPUT[signature])
     where = "instances" if key == "predictions" else "inputs"
+    dataplane.count_images(len(values))  # before decoding any of them
     if signature == IMAGES:
-        images = [(f"{where}[{i}]", encoded_image(value, f"{where}[{i}]")) for i, value in enumerate(values)]
-        probabilities = await dataplane.classify_images(request, classifier, images)
+        inputs: list[Upload] | np.ndarray = [
+            (f"{where}[{i}]", io.BytesIO(encoded_image(value, f"{where}[{i}]")))
+            for i, value in enumerate(values)
+        ]
     else:
-        probabilities = await dataplane.classify_pixels(request, classifier, pixel_array(values, where))
-    answer = {key: [p.tolist() for p in probabilities]}  # TF Serving's body does not name the version
+        inputs = pixel_array(values, where)
+    inference = await dataplane.infer(request, classifier, inputs)
+    # TF Serving's body does not name the version
+    answer = {key: [image.probabilities.tolist() for image in inference.images]}
     return JSONResponse(answer, headers={VERSION_HEADER: str(classifier.model.version)})
 
 

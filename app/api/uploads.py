@@ -22,6 +22,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.exceptions import HTTPException
 
+from app.api.dataplane import ImageCounter
 from app.runtime.classifier import Upload
 
 MAX_FIELDS = 1000  # parts that are not files (ignored), as Starlette's default limit
@@ -44,18 +45,19 @@ def upload_body(field: str, description: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
-async def read_uploads(request: Request, field: str) -> list[Upload]:
+async def read_uploads(request: Request, field: str, count_files: ImageCounter) -> list[Upload]:
     """The files of the multipart parts named `field`, in upload order, with their filenames.
 
     Raises `HTTPException` 400 for a malformed body, and `RequestValidationError` when no part named
-    `field` holds a file or one holds a text field. (MAX_FILES is the classifier's to enforce.)
+    `field` holds a file or one holds a text field. Each file is counted by `count_files` as its part
+    begins, so a request over MAX_FILES is refused before the rest of its body is parsed.
     """
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data":
         raise _missing(field)
     if b"boundary" not in options:
         raise HTTPException(400, "Missing boundary in multipart.")
-    parts = _Parts(field, _charset(options))
+    parts = _Parts(field, _charset(options), count_files)
     parser = python_multipart.MultipartParser(options[b"boundary"], parts.callbacks())
     try:
         async for chunk in request.stream():
@@ -100,9 +102,10 @@ def _decode(data: bytes, charset: str) -> str:
 class _Parts:
     """python-multipart's callbacks, collecting the files of the parts named `field`."""
 
-    def __init__(self, field: str, charset: str) -> None:
+    def __init__(self, field: str, charset: str, count_files: ImageCounter) -> None:
         self.field = field
         self.charset = charset
+        self.count_files = count_files
         self.files: list[tuple[str, list[bytes]]] = []
         self.not_files: list[int] = []  # positions among the `field` parts of those without a filename
         self._fields = 0
@@ -153,6 +156,7 @@ class _Parts:
         if not is_file:
             self.not_files.append(self._ours - 1)
             return
+        self.count_files(len(self.files) + 1, more_to_come=True)
         self._chunks = []
         self._filename = _decode(options[b"filename"], self.charset)
 

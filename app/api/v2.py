@@ -6,10 +6,13 @@ The model takes one of two inputs: `image_bytes` (BYTES, one encoded image per e
 BYTES "score:index:label". `tritonclient` sends and asks for binary tensor data by default: the
 JSON header, then the tensors' bytes, its length in `Inference-Header-Content-Length`.
 
-Only parsing and shaping live here; limits, batching and errors are the data plane's.
+Only parsing and shaping live here; model lookup, readiness, limits, batching and errors are the
+data plane's (`dataplane.py`), shared by every face.
 """
 
 import base64
+import io
+import itertools
 import json
 import math
 import struct
@@ -20,11 +23,11 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
-from app.api import dataplane
-from app.api.deps import VERSION_HEADER, ModelsDep
-from app.errors import InvalidInput, ModelNotFound, ModelNotReady, VersionNotFound
-from app.runtime.classifier import Classifier
-from app.runtime.server import ModelServer
+from app.api.dataplane import ImageCounter
+from app.api.deps import VERSION_HEADER, DataPlaneDep
+from app.api.protocols import ModelRoutes, is_whole_number, parse_json_object
+from app.errors import InvalidInput
+from app.runtime.classifier import Classifier, Upload
 
 router = APIRouter(include_in_schema=False)  # the protocol's own specification describes this API
 
@@ -32,8 +35,10 @@ EXTENSIONS = ["binary_tensor_data", "classification"]
 IMAGES, PIXELS, OUTPUT = "image_bytes", "pixels", "probabilities"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _END = object()
+MAX_DIMENSIONS = 64  # numpy's: a shape of more dimensions cannot be an array
 MODEL = "/v2/models/{name}"
 VERSIONS = ("", "/versions/{version}")
+model_route = ModelRoutes(router, MODEL, VERSIONS)
 
 
 @dataclass
@@ -64,20 +69,6 @@ def model_path(request: Request) -> tuple[str, int | None]:
     return name, int(version)
 
 
-def is_whole_number(text: str) -> bool:
-    return text.isascii() and text.isdigit()  # str.isdigit alone takes "²", which int() refuses
-
-
-def check_served(models: ModelServer, name: str) -> None:
-    if name != models.name:
-        raise ModelNotFound(f"Unknown model {name!r}: this server serves {models.name!r}")
-
-
-def servable(models: ModelServer, name: str, version: int | None) -> Classifier:
-    check_served(models, name)
-    return models.get(version=version)
-
-
 def model_metadata_body(name: str, versions: list[int], classifier: Classifier) -> dict[str, Any]:
     size, classes = classifier.model.metadata.input, len(classifier.model.labels)
     return {
@@ -103,25 +94,23 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[: int(header_length)], body[int(header_length) :]
 
 
-def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+def parse_infer_request(body: bytes, header_length: str | None, count_images: ImageCounter) -> InferRequest:
     """Parse an inference request, JSON or with binary tensor data (see the module docstring).
 
     A body that is all binary (`Inference-Header-Content-Length: 0`, Triton's raw binary request)
-    is one encoded image, answered in binary.
+    is one encoded image, answered in binary. Encoded images are counted by `count_images` from the
+    input's shape, before any is built.
     """
     header, binary = split_body(body, header_length)
     if not header:
         if not binary:
             raise InvalidInput("Empty request body: expected an inference request")
         return InferRequest(None, [binary], None, [RequestedOutput(binary=True)])
-    try:
-        request = json.loads(header)
-    except ValueError as exc:
-        raise InvalidInput(f"The inference request is not valid JSON ({exc})") from None
-    except RecursionError:
-        raise InvalidInput("The inference request is not valid JSON (nested too deeply)") from None
-    if not isinstance(request, dict):
-        raise InvalidInput("The inference request must be a JSON object")
+    request = parse_json_object(
+        header,
+        not_json="The inference request is not valid JSON ({reason})",
+        not_object="The inference request must be a JSON object",
+    )
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise InvalidInput(
@@ -131,7 +120,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")
-    images, pixels = read_input(inputs[0], binary)
+    images, pixels = read_input(inputs[0], binary, count_images)
     default_binary = _flag(_parameters(request, "the request"), "binary_data_output", "the request")
     return InferRequest(request_id, images, pixels, requested_outputs(request.get("outputs"), default_binary))
 
@@ -157,7 +146,9 @@ def _count(parameters: dict[str, Any], key: str, where: str, minimum: int) -> in
     return value
 
 
-def read_input(spec: dict[str, Any], binary: bytes) -> tuple[list[bytes] | None, np.ndarray | None]:
+def read_input(
+    spec: dict[str, Any], binary: bytes, count_images: ImageCounter
+) -> tuple[list[bytes] | None, np.ndarray | None]:
     """The images or pixels of the one input, from its JSON `data` or the binary tensor data."""
     name, datatype, shape = spec.get("name"), spec.get("datatype"), spec.get("shape")
     expected = {IMAGES: "BYTES", PIXELS: "FP32"}
@@ -179,8 +170,11 @@ def read_input(spec: dict[str, Any], binary: bytes) -> tuple[list[bytes] | None,
     if not elements:
         raise InvalidInput(f"{where}: shape {shape} holds no images")
     if name == IMAGES:
+        count_images(elements)
         images = (
-            deserialize_bytes(binary, where) if size is not None else base64_elements(spec["data"], where)
+            deserialize_bytes(binary, where, elements)
+            if size is not None
+            else base64_elements(spec["data"], where, elements)
         )
         if len(images) != elements:
             raise InvalidInput(f"{where}: {len(images)} elements for shape {shape}")
@@ -196,13 +190,20 @@ def read_input(spec: dict[str, Any], binary: bytes) -> tuple[list[bytes] | None,
             raise InvalidInput(f"{where}: 'data' must be a list of numbers") from None
         if values.size != elements:
             raise InvalidInput(f"{where}: {values.size} values for shape {shape}")
+    if len(shape) > MAX_DIMENSIONS:
+        raise InvalidInput(
+            f"{where}: shape {shape} has {len(shape)} dimensions; pixels have 4: [images, height, width, 3]"
+        )
     return None, values.astype(np.float32).reshape(shape)
 
 
-def deserialize_bytes(data: bytes, where: str) -> list[bytes]:
-    """A BYTES tensor in binary form: each element a 4-byte little-endian length, then its bytes."""
+def deserialize_bytes(data: bytes, where: str, most: int) -> list[bytes]:
+    """A BYTES tensor in binary form: each element a 4-byte little-endian length, then its bytes.
+
+    Past `most` elements (the shape's), the rest is not read: the count is wrong anyway.
+    """
     elements, offset = [], 0
-    while offset < len(data):
+    while offset < len(data) and len(elements) <= most:
         if offset + 4 > len(data):
             raise InvalidInput(f"{where}: the binary BYTES data ends inside an element's length")
         (length,) = struct.unpack_from("<I", data, offset)
@@ -218,12 +219,13 @@ def serialize_bytes(elements: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(element)) + element for element in elements)
 
 
-def base64_elements(data: Any, where: str) -> list[bytes]:
+def base64_elements(data: Any, where: str, most: int) -> list[bytes]:
     """BYTES elements given in JSON: base64 strings, as KServe's image examples send them.
 
-    (JSON strings cannot carry arbitrary bytes; for raw bytes, send binary tensor data.)
+    (JSON strings cannot carry arbitrary bytes; for raw bytes, send binary tensor data.) Past `most`
+    elements (the shape's), the rest is not decoded: the count is wrong anyway.
     """
-    flat = list(_flatten(data))
+    flat = list(itertools.islice(_flatten(data), most + 1))
     images = []
     for i, element in enumerate(flat):
         if not isinstance(element, str):
@@ -333,56 +335,46 @@ async def server_live() -> dict[str, bool]:
 
 
 @router.get("/v2/health/ready")
-async def server_ready(request: Request, models: ModelsDep) -> dict[str, bool]:
+async def server_ready(dataplane: DataPlaneDep) -> dict[str, bool]:
     """Ready while a version of the model can answer; 503 before, and once shutdown begins."""
-    if request.app.state.draining:
-        raise ModelNotReady("The service is shutting down")
-    models.get()
+    dataplane.ready()
     return {"ready": True}
 
 
-def _route(method: str, suffix: str = ""):
-    """Register the endpoint for the model, and for a version of it."""
-    return dataplane.route(router, method, [MODEL + version_part + suffix for version_part in VERSIONS])
-
-
-@_route("GET")
-async def model_metadata(request: Request, models: ModelsDep) -> dict[str, Any]:
+@model_route("GET")
+async def model_metadata(request: Request, dataplane: DataPlaneDep) -> dict[str, Any]:
     """The model's inputs and outputs, with their datatypes and shapes."""
     name, version = model_path(request)
-    classifier = servable(models, name, version)
-    versions = [version] if version is not None else sorted(models.available())
+    classifier = dataplane.model(name, version)
+    versions = [version] if version is not None else sorted(dataplane.models().available())
     return model_metadata_body(name, versions, classifier)
 
 
-@_route("GET", "/ready")
-async def model_ready(request: Request, models: ModelsDep) -> dict[str, Any]:
+@model_route("GET", "/ready")
+async def model_ready(request: Request, dataplane: DataPlaneDep) -> dict[str, Any]:
     """200 while the model (or the version named) can answer; 503 while it loads, 404 if unknown."""
     name, version = model_path(request)
-    check_served(models, name)
-    if version is None:
-        models.get()
-    else:
-        status = next((s for s in models.statuses() if s.version == version), None)
-        if status is None:
-            raise VersionNotFound(f"Version {version} of {name!r} is not in the model repository")
-        if status.state != "AVAILABLE":
-            reason = f": {status.error}" if status.error else ""
-            raise ModelNotReady(f"Version {version} of {name!r} is {status.state}{reason}")
+    dataplane.model_ready(name, version)
     return {"name": name, "ready": True}
 
 
-@_route("POST", "/infer")
-async def infer(request: Request, models: ModelsDep) -> Response:
+@model_route("POST", "/infer")
+async def infer(request: Request, dataplane: DataPlaneDep) -> Response:
     """Classify the request's images (BYTES) or pixels (FP32)."""
     name, version = model_path(request)
-    classifier = servable(models, name, version)
-    parsed = parse_infer_request(await request.body(), request.headers.get(HEADER_LENGTH))
+    classifier = dataplane.model(name, version)
+    parsed = parse_infer_request(
+        await request.body(), request.headers.get(HEADER_LENGTH), dataplane.count_images
+    )
     if parsed.images is not None:
-        named = [(f"{IMAGES}[{i}]", image) for i, image in enumerate(parsed.images)]
-        probabilities = await dataplane.classify_images(request, classifier, named)
+        inputs: list[Upload] | np.ndarray = [
+            (f"{IMAGES}[{i}]", io.BytesIO(image)) for i, image in enumerate(parsed.images)
+        ]
     else:
-        probabilities = await dataplane.classify_pixels(request, classifier, parsed.pixels)
-    stacked, labels = np.stack(probabilities), classifier.model.labels
+        assert parsed.pixels is not None
+        inputs = parsed.pixels
+    inference = await dataplane.infer(request, classifier, inputs)
+    stacked = np.stack([image.probabilities for image in inference.images])
+    labels = classifier.model.labels
     outputs = [(requested, output_tensor(stacked, labels, requested)) for requested in parsed.outputs]
     return infer_response(name, classifier.model.version, parsed.id, outputs)

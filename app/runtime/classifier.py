@@ -1,16 +1,15 @@
 """One served model version: the loaded model behind its own batcher, decoding on a shared pool."""
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from app.errors import InvalidInput, TooManyFiles
-from app.runtime.batcher import Admission, Batcher, BatchObserver
+from app.errors import InvalidInput
+from app.runtime.batcher import Batcher, BatchObserver
 from app.runtime.images import decode_image
 from app.runtime.model import Model, load_version
 from app.settings import Settings
@@ -72,7 +71,7 @@ class Classifier:
         Raises `Overloaded` when the queue has no room, `RequestTimedOut` when an image waited
         too long, and an `InvalidImage` for an upload that cannot be decoded.
         """
-        with self._admit(len(uploads)) as admission:
+        with self.batcher.admit(len(uploads)) as admission:
             return await admission.prepare_and_predict(self._decoders, self._prepare, uploads)
 
     async def classify_pixels(self, pixels: np.ndarray) -> list[np.ndarray]:
@@ -90,18 +89,8 @@ class Classifier:
             )
         if not np.isfinite(pixels).all():
             raise InvalidInput("pixels hold NaN or infinite values; the model takes RGB values in 0..255")
-        with self._admit(len(pixels)) as admission:
+        with self.batcher.admit(len(pixels)) as admission:
             return await admission.predict(list(pixels.astype(np.float32, copy=False)))
-
-    @contextmanager
-    def _admit(self, count: int) -> Iterator[Admission]:
-        """Room in the batcher for `count` images of one request, at most MAX_FILES of them."""
-        if count > self.settings.max_files:
-            raise TooManyFiles(
-                f"{count} images in one request; the most allowed is {self.settings.max_files}"
-            )
-        with self.batcher.admit(count) as admission:
-            yield admission
 
     def _prepare(self, upload: Upload) -> np.ndarray:
         """Decode and resize one upload (on a decoder thread): the model's input pixels, decoded as the

@@ -94,22 +94,6 @@ def no_versions(model_dir: Path) -> ModelLoadError:
     )
 
 
-def find_version(base_path: Path, name: str, version: int | None) -> Path:
-    """The folder of `version` of model `name`, by default the highest version."""
-    model_dir = base_path / name
-    versions = list_versions(model_dir)
-    if not versions:
-        raise no_versions(model_dir)
-    if version is None:
-        return versions[max(versions)]
-    if version not in versions:
-        present = ", ".join(str(v) for v in sorted(versions))
-        raise ModelLoadError(
-            f"{model_dir / str(version)}: no such version (MODEL_VERSION); present: {present}"
-        )
-    return versions[version]
-
-
 def incomplete(version_dir: Path) -> str | None:
     """What a version folder still lacks to be loaded, or None once an exporter has finished it."""
     if not (version_dir / "saved_model.pb").is_file():
@@ -150,20 +134,6 @@ def place_on_device(gpu_memory_limit_mb: int | None, intra_op_threads: int, inte
             "TensorFlow was initialised before: threading and GPU settings left as they were (%s)", exc
         )
     return "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
-
-
-def load_model(
-    base_path: Path,
-    name: str,
-    version: int | None = None,
-    *,
-    gpu_memory_limit_mb: int | None = None,
-    intra_op_threads: int = 0,
-    inter_op_threads: int = 0,
-) -> Model:
-    """Load a version of a model, or raise `ModelLoadError` naming the path and what is wrong."""
-    path = find_version(base_path, name, version)
-    return load_version(path, place_on_device(gpu_memory_limit_mb, intra_op_threads, inter_op_threads))
 
 
 def load_version(path: Path, device: str) -> Model:

@@ -112,7 +112,7 @@ def versions_app(
     """Versions 1 and 2 serving, labelled stable and canary, beside a corrupt version 3 (END)."""
     import shutil
 
-    from app.runtime.server import LABELS_FILE
+    from app.runtime.repository import LABELS_FILE
 
     base = tmp_path_factory.mktemp("versions")
     shutil.copytree(two_versions / MODEL_NAME, base / MODEL_NAME)

@@ -1,5 +1,6 @@
 """Shedding at the door (app/api/admission.py): a full queue refuses before the body is read."""
 
+import base64
 import http.client
 import json
 import socket
@@ -10,15 +11,16 @@ from fastapi.testclient import TestClient
 
 from app.api.admission import target
 from app.main import create_app
-from tests.app.conftest import files, png, problem
+from tests.app.conftest import files, png, problem, samples
 from tests.app.servers import BOUNDARY, metric, multipart, running_server, wait_for
+from tests.conftest import MODEL_NAME
 
 OVERLOADED = "urn:inception-v2-service:problem:overloaded"
 
 
 def test_a_full_queue_sheds_inference_requests_unread_with_retry_after(make_settings):
     with TestClient(create_app(make_settings(max_queue_size=16))) as client:
-        batcher = client.app.state.models.get().batcher
+        batcher = client.app.state.dataplane.model().batcher
         with batcher.admit(16):  # as if 16 images were waiting
             shed = client.post("/predict", files=files(("a.png", png())))
             other_routes = [client.get(path).status_code for path in ("/healthz", "/model", "/metrics")]
@@ -35,7 +37,7 @@ def test_a_full_queue_sheds_inference_requests_unread_with_retry_after(make_sett
 def test_a_request_the_queue_has_room_for_at_the_door_is_still_checked_for_all_its_images(make_settings):
     uploads = files(*[(f"{i}.png", png(seed=i)) for i in range(3)])
     with TestClient(create_app(make_settings(max_queue_size=16))) as client:
-        batcher = client.app.state.models.get().batcher
+        batcher = client.app.state.dataplane.model().batcher
         with batcher.admit(14):
             response = client.post("/predict", files=uploads)
 
@@ -50,7 +52,7 @@ def test_requests_decided_together_at_the_door_are_each_counted_as_they_are_let_
     scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"", "headers": []}
     with TestClient(create_app(make_settings(max_queue_size=16))) as client:
         door = client.app.state.door
-        batcher = client.app.state.models.get().batcher
+        batcher = client.app.state.dataplane.model().batcher
         for _ in range(20):  # recent requests brought 4 images each
             with batcher.admit(4):
                 pass
@@ -77,26 +79,65 @@ def test_requests_decided_together_at_the_door_are_each_counted_as_they_are_let_
     )
 
 
+V1_PREDICT = "/v1/models/{name:tfs_part}:{method:tfs_method}"
+
+
 @pytest.mark.parametrize(
     ("method", "path", "query", "expected"),
     [
         ("POST", "/predict", b"version=2", ("/predict", 2, None)),
         ("POST", "/predict", b"label=stable", ("/predict", None, "stable")),
-        ("POST", "/v1/models/inception_v2:predict", b"", ("/v1/{path:path}", None, None)),
-        ("POST", "/v1/models/inception_v2/labels/canary:classify", b"", ("/v1/{path:path}", None, "canary")),
-        ("POST", "/v2/models/inception_v2/versions/3/infer", b"", ("/v2/models/{name}/infer", 3, None)),
+        ("POST", "/predict", b"version=%C2%B2", ("/predict", None, None)),  # the route refuses it
+        ("POST", "/v1/models/inception_v2:predict", b"", (V1_PREDICT, None, None)),
+        (
+            "POST",
+            "/v1/models/inception_v2/labels/canary:classify",
+            b"",
+            ("/v1/models/{name:tfs_part}/labels/{label:tfs_part}:{method:tfs_method}", None, "canary"),
+        ),
+        (
+            "POST",
+            "/v1/models/inception_v2/versions/3:predict",
+            b"",
+            ("/v1/models/{name:tfs_part}/versions/{version:int}:{method:tfs_method}", 3, None),
+        ),
+        (
+            "POST",
+            "/v2/models/inception_v2/versions/3/infer",
+            b"",
+            ("/v2/models/{name}/versions/{version}/infer", 3, None),
+        ),
+        ("POST", "/v2/models/inception_v2/infer", b"", ("/v2/models/{name}/infer", None, None)),
         ("GET", "/predict", b"", None),
         ("POST", "/v1/models/inception_v2", b"", None),
         ("POST", "/v2/models/inception_v2/ready", b"", None),
     ],
 )
-def test_the_door_knows_each_inference_route_and_its_target_version(method, path, query, expected):
-    assert target({"method": method, "path": path, "query_string": query}) == expected
+def test_the_door_knows_each_inference_route_from_the_router(make_settings, method, path, query, expected):
+    routes = create_app(make_settings()).state.door.routes
+    scope = {"type": "http", "method": method, "path": path, "query_string": query}
+
+    assert target(routes, scope) == expected
+
+
+def test_a_shed_v1_request_is_counted_under_the_route_a_served_one_is(make_settings):
+    """Per-route 503 ratios need both under one template: the router's, not a catch-all's."""
+    predict = f"/v1/models/{MODEL_NAME}:predict"
+    with TestClient(create_app(make_settings(max_queue_size=16))) as client:
+        served = client.post(predict, json={"instances": [{"b64": base64.b64encode(png()).decode()}]})
+        with client.app.state.dataplane.model().batcher.admit(16):
+            shed = client.post(predict, json={"instances": []})
+        counted = samples(client)
+
+    assert (served.status_code, shed.status_code) == (200, 503)
+    for status in ("200", "503"):
+        labels = (("method", "POST"), ("route", V1_PREDICT), ("status", status))
+        assert counted[("http_requests_total", labels)] == 1
 
 
 def test_the_standard_protocols_are_shed_in_their_own_error_shape(make_settings):
     with TestClient(create_app(make_settings(max_queue_size=16))) as client:
-        batcher = client.app.state.models.get().batcher
+        batcher = client.app.state.dataplane.model().batcher
         with batcher.admit(16):
             response = client.post("/v2/models/inception_v2/infer", json={"inputs": []})
 

@@ -11,7 +11,7 @@ import pytest
 
 from app.errors import InferenceFailed, ModelNotReady, Overloaded, RequestTimedOut
 from app.runtime.batcher import Batcher
-from app.runtime.model import Model, load_model
+from app.runtime.model import Model, load_version, place_on_device
 from tests.app.conftest import HOSTILE_MODEL
 from tests.conftest import IMAGE_SIZE, MODEL_NAME
 from tests.hostile_model import WHITE
@@ -19,7 +19,7 @@ from tests.hostile_model import WHITE
 
 @pytest.fixture(scope="module")
 def model(model_repository) -> Model:
-    return load_model(model_repository, MODEL_NAME)
+    return load_version(model_repository / MODEL_NAME / "1", place_on_device(None, 0, 0))
 
 
 class Recorder:
@@ -149,7 +149,7 @@ def test_a_request_whose_images_all_arrive_is_not_kept_waiting(make_batcher, rec
 
 
 def test_a_batch_the_model_fails_on_is_retried_image_by_image_and_counted(hostile_repository):
-    hostile = load_model(hostile_repository.base, HOSTILE_MODEL)
+    hostile = load_version(hostile_repository.base / HOSTILE_MODEL / "1", place_on_device(None, 0, 0))
     recorder = Recorder(hostile)
     batcher = Batcher(
         recorder,

@@ -31,7 +31,7 @@ def test_readyz_answers_503_before_the_model_is_loaded(make_settings):
         503,
         "urn:inception-v2-service:problem:model-not-ready",
         "Model not ready",
-        "The model is not loaded yet",
+        "The model is not loaded",
     )
     assert response.headers["retry-after"] == "1"
     assert client.get("/healthz").status_code == 200
@@ -39,7 +39,7 @@ def test_readyz_answers_503_before_the_model_is_loaded(make_settings):
 
 def test_readyz_answers_503_once_draining(make_settings):
     with TestClient(create_app(make_settings())) as client:
-        client.app.state.draining = True  # what a stop signal does first
+        client.app.state.dataplane.draining = True  # what a stop signal does first
 
         response = client.get("/readyz")
         still_serving = client.post("/predict", files=[("file", ("a.png", png()))])

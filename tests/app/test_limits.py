@@ -71,12 +71,12 @@ def test_more_files_than_max_files_is_refused(limited):
         413,
         URN + "too-many-files",
         "Too many files",
-        "3 images in one request; the most allowed is 2",
+        "More than 2 images in one request; the most allowed is 2",
     )
 
 
 def test_a_full_queue_answers_503_with_retry_after(limited):
-    with limited.app.state.models.get().batcher.admit(3):  # three images already waiting, room for one
+    with limited.app.state.dataplane.model().batcher.admit(3):  # three images already waiting, room for one
         response = limited.post("/predict", files=files(("a.png", png(10, 10)), ("b.png", png(10, 10))))
         room_for_one = limited.post("/predict", files=files(("a.png", png(10, 10))))
 
@@ -106,3 +106,24 @@ def test_an_image_that_waited_past_request_timeout_ms_answers_503(make_settings)
         "Waited over REQUEST_TIMEOUT_MS (1 ms) for the model",
     )
     assert response.headers["retry-after"] == "1"
+
+
+def test_max_files_is_counted_as_the_multipart_body_is_parsed(limited):
+    """The third file is refused as its part begins: the malformed part after it is never parsed."""
+    parts = b"".join(
+        b"--x\r\nContent-Disposition: form-data; name=file; filename=%d.png\r\n\r\n%s\r\n" % (i, png(10, 10))
+        for i in range(3)
+    )
+    unparsed = b"--x\r\nContent-Disposition: form-data; filename=no-name.png\r\n\r\nxx\r\n--x--\r\n"
+
+    response = limited.post(
+        "/predict", content=parts + unparsed, headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+
+    problem(
+        response,
+        413,
+        URN + "too-many-files",
+        "Too many files",
+        "More than 2 images in one request; the most allowed is 2",
+    )

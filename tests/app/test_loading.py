@@ -11,7 +11,9 @@ from fastapi.testclient import TestClient
 
 from app.errors import ModelLoadError
 from app.main import create_app
-from app.runtime.model import find_version, load_model
+from app.runtime.model import Model
+from app.runtime.repository import ModelRepository
+from app.settings import Settings
 from tests.app.conftest import ROOT
 from tests.conftest import MODEL_NAME
 from tests.devices import expected_device
@@ -24,16 +26,20 @@ def repository(tmp_path: Path, model_repository: Path) -> Path:
     return tmp_path
 
 
-def load(base: Path, version: int | None = None):
-    return load_model(base, MODEL_NAME, version)
-
-
-def test_the_highest_version_is_served_by_default(tmp_path):
-    for name in ("1", "2", "10", ".export-abc123", "notes"):
-        (tmp_path / MODEL_NAME / name).mkdir(parents=True)
-
-    assert find_version(tmp_path, MODEL_NAME, None) == tmp_path / MODEL_NAME / "10"
-    assert find_version(tmp_path, MODEL_NAME, 2) == tmp_path / MODEL_NAME / "2"
+def load(base: Path, version: int | None = None) -> Model:
+    """The model the service would serve from `base` (MODEL_VERSION `version`), loaded as it loads it."""
+    settings = Settings(
+        model_base_path=base,
+        model_name=MODEL_NAME,
+        model_version=version,
+        model_poll_seconds=0,
+        max_batch_size=1,
+    )
+    repository = ModelRepository.start(settings)
+    try:
+        return repository.get().model
+    finally:
+        repository.close()
 
 
 def test_a_loaded_model_knows_its_name_version_and_labels(repository):
@@ -64,15 +70,15 @@ def test_a_missing_version_lists_the_present_ones(repository):
         load(repository, version=7)
 
     assert (
-        str(caught.value) == f"{repository / MODEL_NAME / '7'}: no such version (MODEL_VERSION); present: 1"
+        str(caught.value) == f"{repository / MODEL_NAME / '7'}: no such version (MODEL_VERSION 7); present: 1"
     )
 
 
 def test_an_empty_version_is_named(repository):
-    (repository / MODEL_NAME / "2").mkdir()
+    (repository / MODEL_NAME / "2").mkdir()  # by default passed over: an export not finished yet
 
     with pytest.raises(ModelLoadError) as caught:
-        load(repository)
+        load(repository, version=2)
 
     assert str(caught.value) == (
         f"{repository / MODEL_NAME / '2'}: no saved_model.pb in it; the version is empty or incomplete"
@@ -152,7 +158,8 @@ def test_uvicorn_exits_with_one_line_naming_a_corrupt_model(repository):
     (repository / MODEL_NAME / "1" / "saved_model.pb").write_bytes(b"\x00garbage")
 
     result = run_until_exit(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", "1"], MODEL_BASE_PATH=str(repository)
+        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", "1"],
+        MODEL_BASE_PATH=str(repository),
     )
 
     assert result.returncode != 0

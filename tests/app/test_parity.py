@@ -73,7 +73,7 @@ def training_pixels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.nd
 
 def service_pixels(client: TestClient, name: str, data: bytes) -> np.ndarray:
     """Model input for an upload, as /predict makes it: the served version's own decode and resize."""
-    return client.app.state.models.get()._prepare((name, io.BytesIO(data)))
+    return client.app.state.dataplane.model()._prepare((name, io.BytesIO(data)))
 
 
 def predict(client: TestClient, name: str, data: bytes) -> np.ndarray:

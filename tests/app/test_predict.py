@@ -1,5 +1,6 @@
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -254,3 +255,35 @@ def test_a_bad_image_fails_only_its_own_request_among_concurrent_ones(client):
 
     assert [r.status_code for r in responses] == [200, 200, 200, 422, 200, 200, 200, 200]
     assert responses[3].json()["filename"] == "bad.png"
+
+
+INT_PARSING = "Input should be a valid integer, unable to parse string as an integer"
+
+
+@pytest.mark.parametrize(
+    "query, loc, message, kind",
+    [
+        ("version=%C2%B2", "version", INT_PARSING, "int_parsing"),  # "²".isdigit(), but not a number
+        ("version=%FF", "version", INT_PARSING, "int_parsing"),  # not UTF-8
+        ("version=0", "version", "Input should be greater than or equal to 1", "greater_than_equal"),
+        ("top_k=%C2%B2", "top_k", INT_PARSING, "int_parsing"),
+    ],
+)
+def test_a_malformed_query_gets_the_apis_own_problem_through_the_port(live_server, query, loc, message, kind):
+    """The door reads ?version= before the app runs: what it cannot read is left to the app to name."""
+    response = httpx.post(f"{live_server.url}/predict?{query}", files=files(("a.png", png())), timeout=60)
+
+    problem(
+        response,
+        422,
+        URN + "invalid-request",
+        "Invalid request",
+        f"query.{loc}: {message}",
+        errors=[{"loc": ["query", loc], "msg": message, "type": kind}],
+    )
+
+
+def test_a_malformed_version_gets_the_apis_own_problem_from_the_middleware_too(client):
+    response = client.post("/predict?version=%C2%B2", files=files(("a.png", png())))
+
+    assert (response.status_code, response.json()["detail"]) == (422, f"query.version: {INT_PARSING}")

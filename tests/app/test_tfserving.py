@@ -9,7 +9,7 @@ import pytest
 
 from app.api import tfserving
 from app.errors import InvalidInput
-from app.runtime.server import VersionStatus
+from app.runtime.repository import VersionStatus
 from tests.app.conftest import jpeg, png
 from tests.conftest import IMAGE_SIZE, LABELS, MODEL_NAME
 
@@ -437,3 +437,15 @@ def test_json_nested_past_the_parsers_limit_is_a_400(client):
     response = client.post(f"/v1/models/{MODEL_NAME}:predict", content=body)
 
     assert (response.status_code, response.json()) == (400, {"error": "JSON Parse error: nested too deeply"})
+
+
+def test_instances_are_counted_before_any_is_decoded(client):
+    """Seventeen instances are refused for their number: the one that is not base64 is never decoded."""
+    instances = [{"b64": IMAGE}] * 16 + [{"b64": "not base64!"}]
+
+    response = client.post(f"/v1/models/{MODEL_NAME}:predict", json={"instances": instances})
+
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "17 images in one request; the most allowed is 16"},
+    )

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from app.errors import ModelLoadError, ModelNotReady, VersionNotFound
 from app.main import create_app
-from app.runtime.server import LABELS_FILE, ModelServer, VersionStatus
+from app.runtime.repository import LABELS_FILE, ModelRepository, VersionStatus
 from tests.app.conftest import files, png, problem, samples
 from tests.conftest import MODEL_NAME
 
@@ -41,11 +41,11 @@ def corrupt(version_dir: Path) -> None:
 
 @pytest.fixture
 def serve(make_settings):
-    """Start a ModelServer on a repository (no watcher: tests call poll() themselves); closed after."""
-    started: list[ModelServer] = []
+    """Start a ModelRepository on a folder (no watcher: tests call poll() themselves); closed after."""
+    started: list[ModelRepository] = []
 
-    def start(base: Path, **settings) -> ModelServer:
-        server = ModelServer.start(make_settings(model_base_path=base, model_poll_seconds=0, **settings))
+    def start(base: Path, **settings) -> ModelRepository:
+        server = ModelRepository.start(make_settings(model_base_path=base, model_poll_seconds=0, **settings))
         started.append(server)
         return server
 
@@ -61,7 +61,7 @@ def app_log(caplog, monkeypatch):
     return caplog
 
 
-def states(server: ModelServer) -> list[tuple[int, str]]:
+def states(server: ModelRepository) -> list[tuple[int, str]]:
     return [(status.version, status.state) for status in server.statuses()]
 
 
@@ -193,7 +193,7 @@ def test_start_up_fails_naming_every_version_that_could_not_be_loaded(repository
     corrupt(add(1))
 
     with pytest.raises(ModelLoadError) as caught:
-        ModelServer.start(make_settings(model_base_path=base, model_poll_seconds=0))
+        ModelRepository.start(make_settings(model_base_path=base, model_poll_seconds=0))
 
     assert str(caught.value).startswith(f"{base / MODEL_NAME / '1'}: not a loadable SavedModel (")
 
@@ -246,7 +246,7 @@ def test_a_bad_labels_file_is_logged_and_the_labels_kept(repository, serve, app_
 
 
 def test_no_version_is_not_ready(make_settings):
-    server = ModelServer(make_settings())
+    server = ModelRepository(make_settings())
 
     with pytest.raises(ModelNotReady, match="No version of inception_v2 is available"):
         server.get()

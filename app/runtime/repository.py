@@ -1,4 +1,5 @@
-"""The versions of one model, loaded, labelled and unloaded while serving: TF Serving's lifecycle.
+"""The model repository: the versions of one model, loaded, labelled and unloaded while serving,
+in TF Serving's lifecycle (KServe calls this a model repository; each version is a `Classifier`).
 
 The model's folder is checked at start-up and then every MODEL_POLL_SECONDS on a thread of its
 own. Each check:
@@ -59,8 +60,8 @@ class VersionStatus:
     error: str | None = None
 
 
-class ModelServer:
-    """Serves the versions of MODEL_NAME that MODEL_VERSION_POLICY selects (see the module docstring)."""
+class ModelRepository:
+    """The versions of MODEL_NAME that MODEL_VERSION_POLICY selects (see the module docstring)."""
 
     def __init__(self, settings: Settings, on_batch: VersionBatchObserver | None = None) -> None:
         self.settings = settings
@@ -82,28 +83,30 @@ class ModelServer:
         self._started = False
 
     @classmethod
-    def start(cls, settings: Settings, on_batch: VersionBatchObserver | None = None) -> "ModelServer":
+    def start(cls, settings: Settings, on_batch: VersionBatchObserver | None = None) -> "ModelRepository":
         """Load the versions the policy selects, then watch the folder.
 
         Raises `ModelLoadError`, naming the path and the problem, when no version can be served.
         """
-        server = cls(settings, on_batch)
+        repository = cls(settings, on_batch)
         try:
-            list_versions(server.model_dir)  # a missing folder is named as such
-            server.poll()
-            if not server._serving:
-                raise server._nothing_to_serve()  # one line for everything: the service will not start
+            list_versions(repository.model_dir)  # a missing folder is named as such
+            repository.poll()
+            if not repository._serving:
+                raise repository._nothing_to_serve()  # one line for everything: the service will not start
         except BaseException:
-            server.close()
+            repository.close()
             raise
-        for status in server.statuses():
+        for status in repository.statuses():
             if status.error:
                 logger.error("Cannot serve version %d: %s", status.version, status.error)
-        server._started = True
+        repository._started = True
         if settings.model_poll_seconds > 0:
-            server._watcher = threading.Thread(target=server._watch, name="model-watcher", daemon=True)
-            server._watcher.start()
-        return server
+            repository._watcher = threading.Thread(
+                target=repository._watch, name="model-watcher", daemon=True
+            )
+            repository._watcher.start()
+        return repository
 
     def get(self, version: int | None = None, label: str | None = None) -> Classifier:
         """The classifier of `version`, or of the version `label` points to; by default the highest.
