@@ -212,6 +212,9 @@ def test_the_drop_zone_is_reached_and_used_with_the_keyboard(page, images):
     chooser.value.set_files(images["drawing.png"])
 
     assert len(shown_predictions(result(page, "drawing.png"))) == len(LABELS)
+    # Exported before confidence scores: no verdict either way.
+    assert result(page, "drawing.png").locator(".outcome").get_attribute("data-confident") == "unknown"
+    expect(result(page, "drawing.png").locator(".not-sure")).to_have_count(0)
 
 
 def test_the_model_card_shows_the_models_metadata(server, page):
@@ -412,3 +415,38 @@ def test_the_model_card_reads_as_a_card(trained_server, trained_page):
 def shown_number(value: float) -> str:
     """A number as the page shows it: four significant digits (JavaScript's toPrecision(4))."""
     return f"{float(f'{value:.4g}'):g}"
+
+
+def test_an_image_the_model_is_not_sure_of_reads_not_sure(
+    trained_repository, trained_server, trained_page, tmp_path
+):
+    models, _ = trained_repository
+    uploads = {
+        "red.jpg": (models.parent / "data" / "red" / "0.jpg").read_bytes(),
+        "static.png": encode(noise(40, 40)),
+    }
+    for name, data in uploads.items():
+        (tmp_path / name).write_bytes(data)
+    answers = {
+        name: httpx.post(f"{trained_server.url}/predict", files={"file": (name, data)}, timeout=60).json()
+        for name, data in uploads.items()
+    }
+    assert [answers[name]["results"][0]["confident"] for name in uploads] == [True, False]
+
+    trained_page.set_input_files("#files", [tmp_path / name for name in uploads])
+
+    sure, unsure = result(trained_page, "red.jpg"), result(trained_page, "static.png")
+    expect(unsure.locator(".not-sure .verdict")).to_have_text("Not sure")
+    expect(unsure.locator(".verdict-detail")).to_have_text(
+        "This image is unlike what the model was trained on; its guesses:"
+    )
+    expect(unsure.locator(".predictions.unsure")).to_have_count(1)
+    assert unsure.locator(".outcome").get_attribute("data-confident") == "false"
+    expect(sure.locator(".not-sure")).to_have_count(0)
+    expect(sure.locator(".predictions.unsure")).to_have_count(0)
+    assert sure.locator(".outcome").get_attribute("data-confident") == "true"
+    # The guesses are still there, greyed: the same labels and scores /predict gave.
+    shown = shown_predictions(unsure)
+    assert [label for label, _, _ in shown] == [
+        p["label"] for p in answers["static.png"]["results"][0]["predictions"]
+    ]
