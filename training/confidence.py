@@ -11,13 +11,18 @@ same figures:
 - **An out-of-distribution score** per image, higher for images further from the training data:
   the squared Mahalanobis distance of the image's pooled features to the nearest class mean, with
   one covariance shared by the classes (Lee et al., 2018), fitted on the training images'
-  features. The threshold is the score that keeps `KEEP` of the validation images; an image
-  scoring above it is "not sure". docs/confidence.md gives the figures that chose this score over
-  the maximum calibrated probability and the energy score.
+  features. The features are those of an early layer (`FEATURE_LAYERS`), averaged over the image:
+  they describe colours, edges and textures, in which a photo, a blank frame or noise differs
+  from the training images however the classifier would label it; the last layer's features,
+  made to tell the classes apart, let most of those through (docs/confidence.md has the figures,
+  and those of the maximum calibrated probability and the energy score, which fared worse still).
+  The threshold keeps `KEEP` of images like the validation images (`threshold_keeping`); an image
+  scoring above it is "not sure".
 
 NumPy fits the statistics; `ConfidenceHead` is the TensorFlow side the exported graph runs.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +30,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-KEEP = 0.95  # the share of held-back in-distribution images the threshold keeps as confident
+KEEP = 0.95  # the share of in-distribution images the threshold keeps as confident
 ECE_BINS = 15
 METHOD = "mahalanobis"
-# The layer whose output is pooled into the features, per network (the first one the model has).
-FEATURE_LAYERS = ("Logits_AvgPool_1a", "concat_1")
+# The layer whose output is averaged over the image into the features, per network (the first one
+# the model has): the last convolution of inception_v2's stem, before its batch norm and its first
+# Inception block (192 channels); the one Inception block of inception_v2_seed (256).
+FEATURE_LAYERS = ("Conv2d_2c_3x3", "concat_1")
 # Ledoit-Wolf-style shrinkage of the shared covariance toward a scaled identity: a network's
 # pooled features outnumber a small dataset's images, and the sample covariance is then singular.
 SHRINKAGE = 0.1
@@ -162,13 +169,21 @@ def fit_feature_statistics(features: np.ndarray, labels: np.ndarray, num_classes
     return FeatureStatistics(means @ whitening, whitening)
 
 
+def order_statistic(n: int, keep: float = KEEP) -> int:
+    """The rank k (lowest first) of the threshold among n held-back scores: ⌈(n + 1) · keep⌉, n at most.
+
+    A fresh image like them scores at or below the k-th smallest with a probability of at least
+    `keep` (split conformal prediction, Vovk et al.), where the plain `keep` quantile of n scores
+    falls short of it by about 1/n. That holds on average over the draw of the n: the share a given
+    threshold keeps varies around it by about sqrt(keep (1 - keep) / n).
+    """
+    return min(n, math.ceil(keep * (n + 1)))
+
+
 def threshold_keeping(scores: np.ndarray, keep: float = KEEP) -> float:
-    """The split-conformal quantile of the held-back `scores`: the ⌈(n + 1) · keep⌉-th smallest (the
-    largest when that is past n). A fresh image like them then scores at or below it with a
-    probability of at least `keep` (Vovk et al.), where the plain `keep` quantile of n images falls
-    short of it by about 1/n."""
+    """The score at or below which `keep` of images like the held-back ones fall (`order_statistic`)."""
     ordered = np.sort(scores)
-    return float(ordered[min(len(ordered), int(np.ceil(keep * (len(ordered) + 1)))) - 1])
+    return float(ordered[order_statistic(len(ordered), keep) - 1])
 
 
 @dataclass(frozen=True)
@@ -202,7 +217,8 @@ class Confidence:
                 "(shared covariance, fitted on the training images); higher is further from the "
                 "training data",
                 "threshold": self.threshold,
-                "threshold_rule": f"keeps {KEEP:.0%} of the {self.calibration_images} validation images",
+                "threshold_rule": f"keeps {KEEP:.0%} of images like the {self.calibration_images} validation "
+                f"images (their score ranked {order_statistic(self.calibration_images)}, lowest first)",
                 "keep": KEEP,
                 "flagged_validation": round(self.flagged_held_back, 6),
             },

@@ -14,6 +14,7 @@ from training.confidence import (
     expected_calibration_error,
     fit_feature_statistics,
     fit_temperature,
+    order_statistic,
     reliability,
     softmax,
     threshold_keeping,
@@ -42,11 +43,17 @@ def test_the_calibration_error_weighs_each_bin_by_its_images():
     assert expected_calibration_error(probabilities, labels) == pytest.approx(0.4)
 
 
-def test_the_threshold_keeps_at_least_its_share_of_fresh_images():
-    scores = np.arange(1, 101, dtype=float)  # 100 held-back scores: 1 .. 100
+def test_the_threshold_keeps_its_share_of_fresh_images():
+    # Uniform scores: the share of fresh images a threshold keeps is the threshold itself.
+    rng = np.random.default_rng(0)
+    trials = rng.random((4000, 100))
 
-    assert threshold_keeping(scores) == 96.0  # the ceil(101 * 0.95) = 96th smallest
-    assert threshold_keeping(scores[:10]) == 10.0  # too few for 95 %: the largest
+    kept = np.array([threshold_keeping(scores) for scores in trials])
+
+    assert order_statistic(100) == 96  # ceil(101 * 0.95)
+    assert kept.mean() == pytest.approx(96 / 101, abs=0.002)  # the k-th of n uniform: k / (n + 1)
+    assert kept.mean() >= KEEP
+    assert threshold_keeping(np.arange(10.0)) == 9.0  # too few scores: the largest
 
 
 def test_the_score_is_the_squared_mahalanobis_distance_to_the_nearest_class_mean():
@@ -81,7 +88,10 @@ def test_a_trained_version_records_its_calibration_and_threshold(version):
     assert confidence["temperature"] > 0
     ood = confidence["ood"]
     assert ood["method"] == "mahalanobis"
-    assert ood["threshold_rule"] == f"keeps {KEEP:.0%} of the {validation} validation images"
+    assert ood["threshold_rule"] == (
+        f"keeps 95% of images like the {validation} validation images "
+        f"(their score ranked {order_statistic(validation)}, lowest first)"
+    )
     assert ood["flagged_validation"] <= 1 - KEEP
     calibration = confidence["calibration"]
     assert (
