@@ -32,6 +32,8 @@ TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # stored sideways: upright width is the
 
 # `max_pixels`, checked below, replaces Pillow's process-wide limit: one limit, one message.
 Image.MAX_IMAGE_PIXELS = None
+# The service's MAX_IMAGE_PIXELS unless set, and the cap the SavedModel's own decoder is exported with.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 
 
 class ImageError(ValueError):

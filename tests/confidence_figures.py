@@ -3,11 +3,10 @@
 Trains a version with the training command on the demo's shapes, then, through the SavedModel's
 own signatures (the service's decoding, `resize_image`, `predict_pixels`, `features`), measures:
 - the expected calibration error on fresh images of the same shapes, before and after scaling;
-- for each candidate out-of-distribution score (the maximum calibrated probability, the energy,
-  the Mahalanobis distance of the pooled features), with its threshold chosen as the exporter
-  chooses (keep 95 % of the validation split): the share flagged of fresh in-distribution images
-  and of each kind of image in tests/ood_images.py, and the area under the ROC curve against them;
-- the same for what the version serves (`ood_score` and metadata.json's threshold).
+- for each candidate out-of-distribution score (the maximum calibrated probability, the energy of
+  the logits, and the served `ood_score`), with its threshold chosen on the validation split as the
+  exporter chooses it (`threshold_keeping`: 95 %): the share flagged of fresh in-distribution images
+  and of each kind of image in tests/ood_images.py, and the area under the ROC curve against them.
 
     python -m tests.confidence_figures --out /tmp/confidence [--arch inception_v2 --image-size 64]
 """
@@ -24,12 +23,7 @@ import tensorflow as tf
 from imaging.decode import decode
 from tests import ood_images
 from training.__main__ import main as training_command
-from training.confidence import (
-    expected_calibration_error,
-    fit_feature_statistics,
-    softmax,
-    threshold_keeping,
-)
+from training.confidence import expected_calibration_error, softmax, threshold_keeping
 from training.data import list_image_folder, scan_image_folder
 from training.demo_data import CLASSES, make_demo_data
 
@@ -75,8 +69,8 @@ def measure(out: Path, arch: str, image_size: int, epochs: int, per_class: int) 
         make_demo_data(data, per_class, seed=0)
         # fmt: off
         status = training_command([
-            "train", "--data-dir", str(data), "--model-base-path", str(out / "models"), "--model-name", "demo",
-            "--arch", arch, "--image-size", str(image_size), "--epochs", str(epochs),
+            "train", "--data-dir", str(data), "--model-base-path", str(out / "models"),
+            "--model-name", "demo", "--arch", arch, "--image-size", str(image_size), "--epochs", str(epochs),
             "--checkpoint-dir", str(out / "checkpoints"),
         ])
         # fmt: on
@@ -84,20 +78,18 @@ def measure(out: Path, arch: str, image_size: int, epochs: int, per_class: int) 
     folder = sorted((out / "models" / "demo").iterdir(), key=lambda p: int(p.name))[-1]
     version = Version(folder)
     confidence = version.metadata["confidence"]
-    temperature, served_threshold = confidence["temperature"], confidence["ood"]["threshold"]
+    temperature = confidence["temperature"]
     split = scan_image_folder(data, 0.2, 1337, version.size)  # the training command's defaults
     held_back_files = list_image_folder(make_demo_data(out / "held_back", 100, seed=1), version.size)
-    # (make_demo_data writes the same files again for the same seed)
     assert held_back_files.class_names == list(CLASSES)
 
-    train, validation = version.files(split.train.paths), version.files(split.validation.paths)
+    validation = version.files(split.validation.paths)
     held_back = version.files(held_back_files.paths)
     side = 80  # the demo images' side
     kinds = {
         name: version.outputs(np.asarray(image) for image in ood_images.images(kind, PER_KIND, side, seed))
         for seed, (name, kind) in enumerate({**ood_images.FAR, **ood_images.NEAR}.items())
     }
-    statistics = fit_feature_statistics(train["features"], np.array(split.train.labels), len(CLASSES))
 
     def candidates(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         logits = outputs["logits"]
@@ -105,13 +97,11 @@ def measure(out: Path, arch: str, image_size: int, epochs: int, per_class: int) 
         return {
             "max calibrated probability": 1 - softmax(logits, temperature).max(axis=1),
             "energy": -(np.log(np.exp(shifted).sum(axis=1)) + logits.max(axis=1)),
-            "mahalanobis": statistics.scores(outputs["features"]),
-            "served (ood_score)": outputs["ood_score"],
+            "ood_score (served)": outputs["ood_score"],
         }
 
     at_validation = candidates(validation)
     thresholds = {name: threshold_keeping(scores) for name, scores in at_validation.items()}
-    thresholds["served (ood_score)"] = served_threshold
     sets = {"held-back shapes": held_back, **kinds}
     scored = {name: candidates(outputs) for name, outputs in sets.items()}
     labels = np.array(held_back_files.labels)
@@ -119,6 +109,10 @@ def measure(out: Path, arch: str, image_size: int, epochs: int, per_class: int) 
         "model": {"arch": arch, "image_size": image_size, "epochs": epochs, "images_per_class": per_class},
         "version": str(folder),
         "temperature": temperature,
+        "threshold": {
+            "exported": confidence["ood"]["threshold"],
+            "measured": thresholds["ood_score (served)"],
+        },
         "ece_held_back": {
             "before": expected_calibration_error(softmax(held_back["logits"]), labels),
             "after": expected_calibration_error(held_back["probabilities"], labels),

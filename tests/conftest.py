@@ -14,11 +14,12 @@ LABELS = ["circle", "square", "triangle"]
 IMAGE_SIZE = 32
 
 
-def export_tiny_model(base: Path, seed: int) -> Path:
+def export_tiny_model(base: Path, seed: int, **export_options) -> Path:
     """Export the next version of MODEL_NAME under `base`: the notebook's network at 32x32, 3 classes.
 
     Random weights from `seed`: its probabilities are real, just not meaningful. Exported with the
     training issue's exporter, so the service is tested against the artifact it serves in production.
+    `export_options` go to the exporter as they are (`preprocessing=...`).
     """
     import keras
 
@@ -34,6 +35,7 @@ def export_tiny_model(base: Path, seed: int) -> Path:
         name=MODEL_NAME,
         architecture="inception_v2_seed",
         training={"params": {"epochs": 0}, "data": {"images": 0}, "metrics": {}},
+        **export_options,
     )
 
 

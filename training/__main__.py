@@ -1,4 +1,4 @@
-"""Command line: `python -m training make-demo-data|train|evaluate ...`.
+"""Command line: `python -m training make-demo-data|train|evaluate|import-slim ...`.
 
 TensorFlow is imported only by the command that runs, so `--help` answers at once.
 """
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from training.config import ARCHITECTURE_NAMES, TrainConfig
 
+IMPORTED_MODEL_NAME = "inception_v2_imagenet"
 DEFAULTS_NOTE = (
     "Defaults train the demo model to over 95% validation accuracy in a few minutes on 2 CPU cores."
 )
@@ -54,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="random flips, crops and brightness/contrast changes of the training images",
     )
+    train.add_argument(
+        "--central-crop",
+        type=float,
+        default=defaults.central_crop,
+        help="keep this fraction of each side around the centre before resizing, in training and in the "
+        "exported version (TF-slim evaluates at 0.875)",
+    )
     train.add_argument("--model-base-path", default=defaults.model_base_path, help="the model repository")
     train.add_argument("--model-name", default=defaults.model_name)
     train.add_argument(
@@ -76,6 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--version", type=int, default=None, help="the version to evaluate (default: newest)"
     )
+
+    import_slim = commands.add_parser(
+        "import-slim",
+        help="export TF-slim's ImageNet Inception V2 checkpoint as the next model version, 1001 classes",
+        description=(
+            "Serve TF-slim's ImageNet weights as they are: every one of the checkpoint's 277 tensors is "
+            "assigned (or the command names what does not fit and exits with status 2), and the version "
+            "preprocesses as slim evaluated it (central crop of 87.5 %, bilinear resize to 224 x 224)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    import_slim.add_argument(
+        "checkpoint",
+        help="the checkpoint's prefix, e.g. inception_v2.ckpt from inception_v2_2016_08_28.tar.gz",
+    )
+    import_slim.add_argument(
+        "--model-base-path", default=defaults.model_base_path, help="the model repository"
+    )
+    # Not the trained model's name: ImageNet's 1001 classes should not become its next version unasked.
+    import_slim.add_argument("--model-name", default=IMPORTED_MODEL_NAME, help="the model it is a version of")
     return parser
 
 
@@ -99,6 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from training.evaluate import run
 
             run(args.data_dir, args.model_base_path, args.model_name, args.version)
+        elif args.command == "import-slim":
+            from training.repository import check_writable
+
+            check_writable(Path(args.model_base_path) / args.model_name)
+            from training.import_slim import import_slim
+
+            print(f"Exported {import_slim(args.checkpoint, args.model_base_path, args.model_name)}")
         else:
             from training.repository import check_writable
 

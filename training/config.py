@@ -20,6 +20,7 @@ class TrainConfig:
     patience: int = 3
     seed: int = 1337
     augment: bool = False
+    central_crop: float | None = None
     model_base_path: str = "models"
     model_name: str = "inception_v2"
     checkpoint_dir: str | None = None
@@ -33,6 +34,8 @@ class TrainConfig:
                 raise ValueError(
                     f"--{field.replace('_', '-')} must be at least 1. Received: {getattr(self, field)}"
                 )
+        if self.central_crop is not None and not 0 < self.central_crop <= 1:
+            raise ValueError(f"--central-crop must be in (0, 1]. Received: {self.central_crop}")
         if self.learning_rate <= 0:
             raise ValueError(f"--learning-rate must be positive. Received: {self.learning_rate}")
         if self.tensorboard_dir and importlib.util.find_spec("tensorboard") is None:

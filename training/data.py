@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from imaging.decode import EXTENSIONS, ImageError, decode
-from training.preprocessing import resize
+from training.preprocessing import DEFAULT, Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -161,18 +161,23 @@ def make_dataset(
     shuffle: bool,
     seed: int,
     augment: bool = False,
+    preprocessing: Preprocessing = DEFAULT,
 ) -> tf.data.Dataset:
-    """Decoded, resized and batched (image, label) pairs, cached in memory after the first epoch.
+    """Decoded, preprocessed (cropped if so, resized) and batched (image, label) pairs, cached in
+    memory after the first epoch.
 
     With `augment`, each epoch sees the cached images through a new random augmentation.
     """
 
     def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         image = tf.numpy_function(
-            lambda p: decode(p.decode(), size=image_size), [path], tf.uint8, stateful=False
+            lambda p: decode(p.decode(), size=preprocessing.decode_size(image_size)),
+            [path],
+            tf.uint8,
+            stateful=False,
         )
         image.set_shape([None, None, 3])
-        return resize(image, image_size), label
+        return preprocessing(image, image_size), label
 
     dataset = tf.data.Dataset.from_tensor_slices((split.paths, split.labels))
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()

@@ -10,7 +10,9 @@ Signatures (the one path from image to probabilities, shared with training):
   `probabilities` (float32 [batch, classes]). What a TF Serving client sends. Decodes in the graph
   to the pixels `imaging.decode` gives training and the service (large JPEGs at reduced DCT scale,
   recorded as `input.jpeg_scaling` in metadata.json), except that EXIF orientation is not applied
-  (see training/preprocessing.py).
+  (see training/preprocessing.py). As the service does, it decodes a GIF's first frame only and
+  refuses, undecoded, an image over `imaging.decode.DEFAULT_MAX_IMAGE_PIXELS` (recorded as
+  `signatures.serving_default.max_image_pixels`).
 - `predict_pixels`: `pixels` (float32 [batch, height, width, 3], RGB in [0, 255], already at the
   model's input size) -> `probabilities`.
 - With a `Confidence` fitted at export (training/confidence.py), both give calibrated
@@ -21,8 +23,9 @@ Signatures (the one path from image to probabilities, shared with training):
   (float32 [batch, d], the pooled features the score measures), to measure other scores and for
   embeddings.
 - `resize_image`: `image` (uint8 [any height, any width, 3]) -> `pixels` (float32 [height, width, 3]),
-  the bilinear resize that the training data goes through (training/preprocessing.py); the service
-  decodes with `imaging.decode` and calls it.
+  the version's preprocessing (training/preprocessing.py: an optional central crop, then the bilinear
+  resize the training data goes through, or slim's for an imported checkpoint); the service decodes
+  with `imaging.decode` and calls it. metadata.json's `input` records which.
 """
 
 import datetime as dt
@@ -38,8 +41,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from imaging.decode import DEFAULT_MAX_IMAGE_PIXELS
 from training.confidence import Confidence, ConfidenceHead, logit_and_feature_model
-from training.preprocessing import JPEG_SCALING, RESIZE_METHOD, decode_and_resize, resize
+from training.preprocessing import DEFAULT, Preprocessing, decode_and_resize
 from training.report import TrainingReport
 
 METADATA_FILE = "metadata.json"
@@ -48,11 +52,14 @@ METADATA_FORMAT_VERSION = 1
 
 
 class ServingModule(tf.Module):
-    """The exported graph: the Keras model plus decoding and resizing."""
+    """The exported graph: the Keras model plus decoding and the version's preprocessing."""
 
-    def __init__(self, model: keras.Model, confidence: Confidence | None = None):
+    def __init__(
+        self, model: keras.Model, preprocessing: Preprocessing = DEFAULT, confidence: Confidence | None = None
+    ):
         super().__init__(name="inception_v2_serving")
         self.model = model
+        self.preprocessing = preprocessing
         self.confidence = ConfidenceHead(model, confidence) if confidence else None
         self.heads = logit_and_feature_model(model)
         height, width, _ = model.input_shape[1:]
@@ -79,14 +86,14 @@ class ServingModule(tf.Module):
     def _serve_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         height, width = self.image_size
         pixels = tf.map_fn(
-            lambda b: decode_and_resize(b, self.image_size),
+            lambda b: decode_and_resize(b, self.image_size, self.preprocessing),
             image_bytes,
             fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32),
         )
         return self._predict_pixels(pixels)
 
     def _resize_image(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"pixels": resize(image, self.image_size)}
+        return {"pixels": self.preprocessing(image, self.image_size)}
 
     def signatures(self) -> dict[str, Any]:
         return {
@@ -132,6 +139,8 @@ def _signature_specs(module: ServingModule) -> dict[str, Any]:
         "serving_default": {
             "inputs": {"image_bytes": spec(tf.TensorSpec([None], tf.string))},
             "outputs": outputs,
+            # Images over it are refused from their header, undecoded (training/preprocessing.py).
+            "max_image_pixels": DEFAULT_MAX_IMAGE_PIXELS,
         },
         "predict_pixels": {"inputs": pixels, "outputs": outputs},
         "resize_image": {
@@ -164,11 +173,13 @@ def export_model(
     architecture: str | None = None,
     training: dict[str, Any] | None = None,
     report: TrainingReport | None = None,
+    preprocessing: Preprocessing = DEFAULT,
     confidence: Confidence | None = None,
 ) -> Path:
     """Write `model` as the next version of `name` under `base_path` and return its folder.
 
     With a `report`, its files go into the version's `report/` folder, listed in metadata.json.
+    `preprocessing` is what the version's signatures do between decoding and the network.
     With a `confidence`, the signatures give calibrated probabilities and an `ood_score`, and
     metadata.json records how both were fitted and the threshold (`confidence`).
     """
@@ -179,7 +190,7 @@ def export_model(
         )
     model_dir = Path(base_path) / name
     model_dir.mkdir(parents=True, exist_ok=True)
-    module = ServingModule(model, confidence)
+    module = ServingModule(model, preprocessing, confidence)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
     try:
         tf.saved_model.save(module, str(staging), signatures=module.signatures())
@@ -194,8 +205,7 @@ def export_model(
                 "width": width,
                 "channels": 3,
                 "range": [0, 255],
-                "resize": RESIZE_METHOD,
-                "jpeg_scaling": JPEG_SCALING,
+                **preprocessing.metadata(),
             },
             "architecture": describe_architecture(model, architecture or model.name),
             "signatures": _signature_specs(module),

@@ -1,6 +1,7 @@
 """Train an Inception V2 network on a folder of labelled images and export the next model version."""
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from training.data import ImageFolder, Split, make_dataset, scan_image_folder
 from training.export import export_model
 from training.inception_v2 import ARCHITECTURES
 from training.metrics import confusion_matrix, format_table, summarize
+from training.preprocessing import Preprocessing
 from training.report import Misclassified, TrainingReport
 
 log = logging.getLogger(__name__)
@@ -125,10 +127,16 @@ def train(config: TrainConfig) -> Path:
     keras.utils.set_random_seed(config.seed)
     image_size = (config.image_size, config.image_size)
     folder: ImageFolder = scan_image_folder(config.data_dir, config.validation_split, config.seed, image_size)
-    train_ds = make_dataset(
-        folder.train, image_size, config.batch_size, shuffle=True, seed=config.seed, augment=config.augment
+    preprocessing = Preprocessing(central_crop=config.central_crop)
+    dataset = functools.partial(
+        make_dataset,
+        image_size=image_size,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        preprocessing=preprocessing,
     )
-    val_ds = make_dataset(folder.validation, image_size, config.batch_size, shuffle=False, seed=config.seed)
+    train_ds = dataset(folder.train, shuffle=True, augment=config.augment)
+    val_ds = dataset(folder.validation, shuffle=False)
     log.info(
         "Training %s at %dx%d on %d images, validating on %d, classes: %s",
         config.arch,
@@ -207,10 +215,7 @@ def train(config: TrainConfig) -> Path:
         )
         exported.set_weights(model.get_weights())
         model = exported
-    train_in_order = make_dataset(
-        folder.train, image_size, config.batch_size, shuffle=False, seed=config.seed
-    )
-    confidence = fit_confidence(model, train_in_order, val_ds, len(folder.class_names))
+    confidence = fit_confidence(model, dataset(folder.train, shuffle=False), val_ds, len(folder.class_names))
     print(
         f"Calibration: temperature {confidence.temperature:.3f}, expected calibration error "
         f"{confidence.ece_before:.4f} before, {confidence.ece_after:.4f} after; "
@@ -225,6 +230,7 @@ def train(config: TrainConfig) -> Path:
         architecture=config.arch,
         training=training_summary,
         report=training_report(training_summary, folder, confusion, probabilities, image_size, confidence),
+        preprocessing=preprocessing,
         confidence=confidence,
     )
     print(f"Exported {version_dir}")

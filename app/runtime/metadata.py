@@ -7,7 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class InputSpec(BaseModel):
-    """The size the model's own resize produces, and how JPEGs are decoded before it."""
+    """The size the model's own preprocessing produces, how JPEGs are decoded before it, and how it
+    crops and resizes (the SavedModel's `resize_image` does both; a client sending pixels must too)."""
 
     height: int = Field(ge=1, examples=[128])
     width: int = Field(ge=1, examples=[128])
@@ -19,6 +20,26 @@ class InputSpec(BaseModel):
             "exported before DCT scaling were trained (their metadata.json has no jpeg_scaling)."
         ),
         examples=["dct"],
+    )
+
+    central_crop: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description=(
+            "The fraction of each side kept around the centre before the resize (TF-slim's evaluation "
+            "crop is 0.875), or null: the whole image is resized."
+        ),
+        examples=[None],
+    )
+    resize: Literal["bilinear", "bilinear_tf1"] = Field(
+        "bilinear",
+        description=(
+            "bilinear: TensorFlow 2's tf.image.resize (half-pixel centres), as training resizes; "
+            "bilinear_tf1: TensorFlow 1's resize_bilinear(align_corners=False), as TF-slim's "
+            "preprocessing resizes (an imported checkpoint)."
+        ),
+        examples=["bilinear"],
     )
 
     @property

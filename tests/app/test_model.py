@@ -10,7 +10,13 @@ def test_model_describes_the_served_model(client):
     assert body["name"] == "inception_v2"
     assert body["version"] == 1
     assert body["labels"] == LABELS
-    assert body["input"] == {"height": IMAGE_SIZE, "width": IMAGE_SIZE, "jpeg_scaling": "dct"}
+    assert body["input"] == {
+        "height": IMAGE_SIZE,
+        "width": IMAGE_SIZE,
+        "jpeg_scaling": "dct",
+        "central_crop": None,
+        "resize": "bilinear",
+    }
     assert body["training"] == {"params": {"epochs": 0}, "data": {"images": 0}, "metrics": {}}
     assert set(body["signatures"]) == {"serving_default", "predict_pixels", "resize_image"}
     assert body["created_at"].endswith("Z")

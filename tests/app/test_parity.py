@@ -1,5 +1,8 @@
 """Training, /predict and the SavedModel's `serving_default` see the same pixels for the same file.
 
+For a version that preprocesses as TF-slim evaluates (`SLIM_EVAL`: central crop, TensorFlow 1's
+resize, JPEGs at full size, as `import-slim` exports) as for one that preprocesses as training does.
+
 The three paths, each as it really runs:
 - training: `training.data.make_dataset` reading the files from a folder;
 - /predict: the service's upload decoding and its model's `resize_image`, and the real app's answer;
@@ -24,9 +27,10 @@ from PIL import Image
 from PIL.JpegImagePlugin import get_sampling
 
 from app.main import create_app
-from imaging.decode import decode
+from app.settings import Settings
+from imaging.decode import DEFAULT_MAX_IMAGE_PIXELS, decode
 from tests.app.conftest import files
-from tests.conftest import IMAGE_SIZE, LABELS, MODEL_NAME
+from tests.conftest import IMAGE_SIZE, LABELS, MODEL_NAME, export_tiny_model
 from tests.image_corpus import (
     INPUT_SIDE,
     UPRIGHT,
@@ -38,8 +42,8 @@ from tests.image_corpus import (
     stored_as,
 )
 from training.data import Split, make_dataset
+from training.preprocessing import SLIM_EVAL, decode_and_resize, first_gif_frame, image_dimensions, resize
 from training.preprocessing import decode_image as graph_decode
-from training.preprocessing import resize
 
 CORPUS = corpus()
 REFUSED = refused_in_graph()
@@ -157,6 +161,71 @@ def test_serving_default_refuses_as_its_graph_does(serving_default: Callable[[by
         serving_default(REFUSED["palette-8bit.bmp"])
 
 
+@pytest.mark.parametrize("name", [*CORPUS, *REFUSED])
+def test_the_graph_reads_each_images_size_from_its_header_as_pillow_does(name):
+    data = {**CORPUS, **REFUSED}[name]
+    width, height = Image.open(io.BytesIO(data)).size
+
+    assert image_dimensions(tf.constant(data), tf.constant(data[:30])).numpy().tolist() == [height, width]
+
+
+def header_bomb(name: str, width: int, height: int) -> bytes:
+    """A corpus file whose header claims `width` x `height`: what decoding it would cost, with none of
+    the data (a PNG's header checksum no longer matches either)."""
+    data = bytearray(CORPUS[name])
+    if name.endswith(".png"):
+        data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    elif name.endswith(".gif"):
+        data[6:10] = width.to_bytes(2, "little") + height.to_bytes(2, "little")
+    else:
+        data[18:26] = width.to_bytes(4, "little") + height.to_bytes(4, "little")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "name", ["large-420.jpg", "rgb-8bit.png", "animated.gif", "rgb-24bit.bmp", "lossy.webp"]
+)
+def test_the_graph_decodes_up_to_its_pixel_cap_and_refuses_beyond_it(name):
+    data = CORPUS[name]
+    width, height = Image.open(io.BytesIO(data)).size
+    pixels = width * height
+
+    assert (
+        graph_decode(tf.constant(data), SIZE, max_pixels=pixels).shape[:2]
+        == decode(data, size=SIZE).shape[:2]
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+        graph_decode(tf.constant(data), SIZE, max_pixels=pixels - 1)
+    assert (
+        f"{width}x{height} is {pixels} pixels, over the {pixels - 1} this model decodes"
+        in refused.value.message
+    )
+
+
+@pytest.mark.parametrize("name", ["rgb-8bit.png", "animated.gif", "rgb-24bit.bmp"])
+def test_serving_default_refuses_an_image_over_the_services_cap_from_its_header(name, serving_default):
+    """A 50000 x 50000 header: refused as the service refuses it, before any decoding is tried."""
+    message = f"50000x50000 is 2500000000 pixels, over the {DEFAULT_MAX_IMAGE_PIXELS} this model decodes"
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        serving_default(header_bomb(name, 50_000, 50_000))
+    assert Settings().max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS
+
+
+def test_the_graph_decodes_a_gifs_first_frame_only():
+    """The bytes TensorFlow's GIF decoder gets hold the first frame and the trailer; a still GIF is
+    left as it is."""
+    data = CORPUS["animated.gif"]
+    every_frame = tf.io.decode_gif(data).numpy()
+    first = first_gif_frame(tf.constant(data)).numpy()
+
+    assert every_frame.shape[0] == 2
+    assert len(first) < len(data)
+    assert first.endswith(b";")
+    np.testing.assert_array_equal(tf.io.decode_gif(first).numpy(), every_frame[:1])
+    assert first_gif_frame(tf.constant(CORPUS["still.gif"])).numpy() == CORPUS["still.gif"]
+
+
 def test_the_corpus_is_what_its_names_say():
     """So that a Pillow change cannot quietly turn a case into an easier one."""
     modes = {name: Image.open(io.BytesIO(data)) for name, data in {**CORPUS, **REFUSED}.items()}
@@ -214,8 +283,53 @@ def test_a_version_exported_before_dct_scaling_still_decodes_at_full_size(
         "height": IMAGE_SIZE,
         "width": IMAGE_SIZE,
         "jpeg_scaling": "full",
+        "central_crop": None,
+        "resize": "bilinear",
     }
     assert max_difference(service_pixels(full_decoding_client, "photo.jpg", data), full_size) == 0
     answer = predict(full_decoding_client, "photo.jpg", data)
     np.testing.assert_allclose(answer, predict_pixels(full_size[None])[0], atol=1e-6)
     assert max_difference(answer, predict_pixels(drafted[None])[0]) > 1e-4
+
+
+@pytest.fixture(scope="module")
+def slim_preprocessing(tmp_path_factory: pytest.TempPathFactory, make_settings) -> Iterator[TestClient]:
+    """The session's network exported with slim's evaluation preprocessing, as `import-slim` exports."""
+    base = tmp_path_factory.mktemp("slim-preprocessing")
+    export_tiny_model(base, seed=0, preprocessing=SLIM_EVAL)
+    with TestClient(create_app(make_settings(model_base_path=base))) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def slim_training_pixels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """Model input for every corpus file, as the training reader makes it with slim's preprocessing."""
+    folder = tmp_path_factory.mktemp("slim-data") / "label"
+    folder.mkdir()
+    for name, data in CORPUS.items():
+        (folder / name).write_bytes(data)
+    paths = [str(folder / name) for name in CORPUS]
+    dataset = make_dataset(
+        Split(paths, [0] * len(paths)), SIZE, len(paths), shuffle=False, seed=0, preprocessing=SLIM_EVAL
+    )
+    (pixels, _), *_ = list(dataset)
+    return dict(zip(CORPUS, pixels.numpy(), strict=True))
+
+
+@pytest.mark.parametrize("name", [name for name in CORPUS if orientation(name) is None])
+def test_slims_preprocessing_is_the_same_in_training_predict_and_serving_default(
+    name, slim_preprocessing, slim_training_pixels, training_pixels
+):
+    data = CORPUS[name]
+    served = service_pixels(slim_preprocessing, name, data)
+    signature = slim_preprocessing.app.state.dataplane.model().model.saved_model.signatures["serving_default"]
+
+    assert max_difference(served, slim_training_pixels[name]) == 0
+    assert max_difference(decode_and_resize(tf.constant(data), SIZE, SLIM_EVAL).numpy(), served) == 0
+    # What makes it slim's: not the pixels of the default preprocessing.
+    assert max_difference(served, training_pixels[name]) > 1
+    np.testing.assert_allclose(
+        predict(slim_preprocessing, name, data),
+        signature(image_bytes=tf.constant([data]))["probabilities"].numpy()[0],
+        atol=1e-6,
+    )

@@ -69,6 +69,7 @@ def test_export_writes_tf_serving_layout_and_metadata(tmp_path, small_model):
         "width": 32,
         "channels": 3,
         "range": [0, 255],
+        "central_crop": None,
         "resize": "bilinear",
         "jpeg_scaling": "dct",
     }

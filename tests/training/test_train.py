@@ -8,9 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
+from imaging.decode import decode
 from tests.training.conftest import write_image_folder
+from training.data import Split, make_dataset
+from training.preprocessing import Preprocessing
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
@@ -145,3 +150,33 @@ def test_a_checkpoint_from_other_settings_is_refused_clearly(tmp_path):
     assert result.returncode == 2
     assert f"Cannot resume from {checkpoint}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_central_crop_is_trained_on_and_served_alike(tmp_path, image_folder):
+    """`--central-crop`: the training data and the exported version's own preprocessing crop the same."""
+    result = run_training(
+        *quick_args(image_folder, tmp_path / "models", "--epochs", "1", "--central-crop", "0.5")
+    )
+    assert result.returncode == 0, result.stderr
+    version = tmp_path / "models" / "tiny" / "1"
+    metadata = json.loads((version / "metadata.json").read_text())
+    assert metadata["input"]["central_crop"] == metadata["training"]["params"]["central_crop"] == 0.5
+
+    path = image_folder / "a" / "a_0.png"  # 40 x 40: the crop keeps rows and columns 10 to 29
+    served = (
+        tf.saved_model.load(str(version)).signatures["resize_image"](image=decode(path))["pixels"].numpy()
+    )
+    (trained, _), *_ = make_dataset(
+        Split([str(path)], [0]),
+        (32, 32),
+        1,
+        shuffle=False,
+        seed=0,
+        preprocessing=Preprocessing(central_crop=0.5),
+    )
+    np.testing.assert_array_equal(served, tf.image.resize(decode(path)[10:30, 10:30], (32, 32)).numpy())
+    np.testing.assert_array_equal(trained.numpy()[0], served)
+
+    refused = run_training(*quick_args(image_folder, tmp_path / "models", "--central-crop", "1.5"))
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1] == "error: --central-crop must be in (0, 1]. Received: 1.5"
