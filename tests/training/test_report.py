@@ -75,6 +75,12 @@ def test_metadata_lists_the_report_files(trained_repository):
         "folder": "report",
         "page": "index.html",
         "files": ["learning_curves.png", "confusion_matrix.png", "calibration.png", "worst_validation.png"],
+        "figures": [
+            {"file": "learning_curves.png", "caption": "Learning curves"},
+            {"file": "confusion_matrix.png", "caption": "Confusion matrix"},
+            {"file": "calibration.png", "caption": "Calibration: reliability diagram"},
+            {"file": "worst_validation.png", "caption": "Worst-classified validation images"},
+        ],
     }
     assert sorted(p.name for p in (models / TRAINED_NAME / "1" / "report").iterdir()) == sorted(
         ["index.html", *metadata["report"]["files"]]
