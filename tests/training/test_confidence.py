@@ -127,3 +127,40 @@ def test_every_signature_gives_the_same_calibrated_probabilities_and_score(versi
     np.testing.assert_allclose(from_bytes["probabilities"].numpy(), calibrated, atol=1e-5)
     np.testing.assert_allclose(from_bytes["ood_score"].numpy(), from_pixels["ood_score"].numpy(), rtol=1e-5)
     assert from_pixels["ood_score"].shape == (len(files.paths),)
+
+
+def test_evaluate_prints_and_writes_the_calibration_error_and_the_share_not_sure(version, tmp_path, capsys):
+    from training.__main__ import main
+
+    folder, metadata, _ = version
+    data = write_colour_folder(tmp_path / "data", per_class=10, seed=4)
+
+    status = main(
+        ["evaluate", "--data-dir", str(data), "--model-base-path", str(folder.parents[1])]
+        + ["--model-name", TRAINED_NAME]
+    )
+
+    assert status == 0
+    summary = json.loads((folder / "evaluation.json").read_text())
+    threshold = metadata["confidence"]["ood"]["threshold"]
+    assert summary["calibration"]["temperature"] == metadata["confidence"]["temperature"]
+    assert summary["not_sure"]["threshold"] == threshold
+    printed = capsys.readouterr().out
+    assert (
+        f"Expected calibration error: {summary['calibration']['ece']:.4f} (15 bins; "
+        f"temperature {metadata['confidence']['temperature']:.3f})\n"
+        f"Not sure: {summary['not_sure']['share']:.1%} of the images (ood_score above {threshold:.4g})\n"
+    ) in printed
+    files = list_image_folder(data, (16, 16))
+    saved = tf.saved_model.load(str(folder))
+    pixels = tf.stack(
+        [saved.signatures["resize_image"](image=decode(p, size=(16, 16)))["pixels"] for p in files.paths]
+    )
+    outputs = saved.signatures["predict_pixels"](pixels=pixels)
+    labels = np.array([metadata["labels"].index(files.class_names[i]) for i in files.labels])
+    assert summary["calibration"]["ece"] == pytest.approx(
+        expected_calibration_error(outputs["probabilities"].numpy(), labels), abs=1e-6
+    )
+    assert summary["not_sure"]["share"] == pytest.approx(
+        float((outputs["ood_score"].numpy() > threshold).mean())
+    )
