@@ -246,7 +246,7 @@ function formatValue(value) {
   if (isPlainObject(value)) {
     return JSON.stringify(value);
   }
-  return value === null || value === undefined ? "n/a" : String(value);
+  return value === null || value === undefined ? "none" : String(value);
 }
 
 function ratio(value) {

@@ -400,6 +400,7 @@ def test_the_model_card_reads_as_a_card(trained_server, trained_page):
         "data dir": params["data_dir"],
         "model name": TRAINED_NAME,
         "tensorboard dir": params["tensorboard_dir"],
+        "central crop": "none",  # null: the whole image
     }
     calibration = confidence["calibration"]
     threshold, temperature = shown_number(confidence["threshold"]), shown_number(confidence["temperature"])
