@@ -8,7 +8,7 @@ MODEL_NAME ?= inception_v2
 # Debian's docker.io CLI (20.10) builds with its built-in BuildKit; a newer CLI needs the buildx plugin.
 DOCKER ?= $(shell test -x /usr/bin/docker && echo /usr/bin/docker || echo docker)
 
-.PHONY: help install install-peers run test test-image image lint audit format demo-data train demo-model bench clean
+.PHONY: help install install-peers run test test-image image fleet fleet-down lint audit format demo-data train demo-model bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -28,17 +28,24 @@ run: demo-model  ## Start the service on 127.0.0.1:8000 (trains the demo model f
 test: $(VENV)/.installed  ## Run the test suite
 	$(PY) -m pytest
 
-test-image: $(VENV)/.installed  ## Build the images and test them on Docker and Compose for real (minutes)
+test-image: $(VENV)/.installed  ## Build the images and test them on Docker, Compose and swarm for real (minutes)
 	DOCKER=$(DOCKER) $(PY) -m pytest -m image -rP --timeout 3600 tests/deploy
 
 image:  ## Build the runtime and demo images, making the base image from Debian's packages if needed
 	DOCKER=$(DOCKER) deploy/docker/build-images.sh runtime demo
 
+# IMAGE=, MODELS=, FLEET_PORT=...: deploy/swarm/fleet.sh lists them; docs/deployment.md tells the story.
+fleet:  ## Serve 3 replicas of the demo image behind HAProxy on 127.0.0.1:8080 (Docker swarm)
+	DOCKER=$(DOCKER) deploy/swarm/fleet.sh up
+
+fleet-down:  ## Remove the fleet (the model volume and the swarm are kept)
+	DOCKER=$(DOCKER) deploy/swarm/fleet.sh down
+
 lint: audit  ## ruff, hadolint, compose and Kubernetes schema checks, promtool on the alert rules, pip-audit
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/hadolint Dockerfile
-	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(VENV)/bin/hadolint Dockerfile deploy/swarm/haproxy/Dockerfile
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml deploy/swarm/stack.yml
 	$(VENV)/bin/kubernetes-validate --strict --kubernetes-version 1.29.0 deploy/k8s/deployment.yaml deploy/k8s/service.yaml deploy/k8s/hpa.yaml deploy/k8s/pdb.yaml
 	cd deploy/prometheus && promtool check rules rules.yml && promtool check config prometheus.yml && promtool test rules rules_test.yml
 

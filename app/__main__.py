@@ -74,10 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     # error on a CPU machine. GPUs stay visible. training/__main__.py does the same for training.
     nvidia = any(os.path.exists(device) for device in ("/dev/nvidiactl", "/dev/dxg"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if nvidia else "3")
-    from app.connections import guarded_protocol
+    from app.connections import UvicornMismatch, guarded_protocol
     from app.main import create_app
 
     app = create_app(settings)
+    try:
+        protocol = guarded_protocol(
+            settings.header_timeout_s, settings.max_header_bytes, settings.body_timeout_s, app.state.door
+        )
+    except UvicornMismatch as exc:
+        print(exc, file=sys.stderr)
+        return 1
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -85,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         log_level=settings.log_level.lower(),
         lifespan="on",
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
-        # Slow and idle clients (docs/reliability.md): bounded headers, idle keep-alive, connections.
-        http=guarded_protocol(settings.header_timeout_s, settings.max_header_bytes, app.state.door),
+        # Slow and idle clients (docs/reliability.md): bounded headers and bodies, idle keep-alive,
+        # connections; and shedding at the door.
+        http=protocol,
         timeout_keep_alive=settings.keep_alive_timeout_s,
         limit_concurrency=settings.max_connections,
     )

@@ -22,12 +22,15 @@ again between them, and a refusal waits for at most a few uploads' parsing.
 """
 
 import asyncio
+import inspect
 import json
 import logging
+import re
 from collections import deque
 from http import HTTPStatus
 from typing import Protocol
 
+import uvicorn
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -98,20 +101,75 @@ class Turns:
             loop.call_soon(self._next_turn, loop)
 
 
+# What this module relies on in uvicorn's private httptools protocol (pyproject.toml pins the range):
+# the methods it overrides, the uvicorn methods that must call an override for it to take effect,
+# and the state of the protocol and of its request cycle it reads or sets.
+OVERRIDES = (
+    "connection_made", "data_received", "connection_lost", "on_message_begin", "on_url", "on_header",
+    "on_headers_complete", "on_message_complete", "send_400_response", "_start_asgi_task",
+)  # fmt: skip
+CALLERS = {
+    "_start_asgi_task": ("on_headers_complete", "on_response_complete"),
+    "send_400_response": ("data_received",),
+}
+PROTOCOL_STATE = (
+    "loop", "logger", "access_logger", "access_log", "timeout_keep_alive_task", "timeout_keep_alive",
+    "server_state", "transport", "pipeline", "expect_100_continue", "cycle",
+)  # fmt: skip
+CYCLE_STATE = ("scope", "keep_alive", "more_body", "response_complete")
+
+
+class UvicornMismatch(RuntimeError):
+    """The installed uvicorn's HTTP protocol is not the one `GuardedHttpToolsProtocol` extends."""
+
+
+def uvicorn_mismatches(protocol: type = HttpToolsProtocol, cycle: type = RequestResponseCycle) -> list[str]:
+    """What of `OVERRIDES`, `CALLERS` and the state above `protocol` and `cycle` lack: each an override
+    uvicorn would never call, or state it no longer keeps. Read from their code, not by running it."""
+    problems = []
+    for name in OVERRIDES:
+        if not callable(getattr(protocol, name, None)):
+            problems.append(f"{protocol.__name__}.{name} is gone: the override would never be called")
+    for name, callers in CALLERS.items():
+        for caller in callers:
+            method = getattr(protocol, caller, None)
+            if method is None or f"self.{name}(" not in inspect.getsource(method):
+                problems.append(f"{protocol.__name__}.{caller} no longer calls self.{name}()")
+    for cls, names in ((protocol, PROTOCOL_STATE), (cycle, CYCLE_STATE)):
+        init = inspect.getsource(cls.__init__)
+        for name in names:
+            if not re.search(rf"\bself\.{name}\b\s*(?::[^=\n]+)?=", init):
+                problems.append(f"{cls.__name__} no longer sets self.{name}")
+    return problems
+
+
+def check_uvicorn() -> None:
+    """Raise `UvicornMismatch` naming every hook that would fail to take, rather than let the limits
+    and the door lapse in silence."""
+    if problems := uvicorn_mismatches():
+        raise UvicornMismatch(
+            f"uvicorn {uvicorn.__version__} does not work as app/connections.py expects "
+            "(install the version pyproject.toml pins):\n  " + "\n  ".join(problems)
+        )
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, closing a connection whose request head is too slow or too large.
 
     The clock starts when the connection opens, or when the next request on it begins, and stops
-    once the headers are complete; the body has its own deadline (BODY_TIMEOUT_S, in the app).
+    once the headers are complete; the body has its own deadline (BODY_TIMEOUT_S, in the app). The
+    body of a request refused at the door never reaches the app: the protocol bounds it instead.
     """
 
     header_timeout_s: float
     max_header_bytes: int
+    body_timeout_s: float
     door: Door
     turns: Turns  # one per server: its inference requests start a few per turn of the loop
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         self._header_timer = None
+        self._skip_timer = None
         self._head_too_large = False
         super().connection_made(transport)
         self._await_headers()
@@ -160,6 +218,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             head.append(b"connection: close\r\n")
         self.transport.write(b"".join(head) + b"\r\n" + response.body)
         if keep_alive:
+            if cycle.more_body:  # its body is still to come (a pipelined one may have come whole)
+                self._skip_timer = self.loop.call_later(self.body_timeout_s, self._cut_off_skipped_body)
             self.on_response_complete()  # the keep-alive timer, or the next pipelined request
         else:
             self.transport.close()
@@ -173,6 +233,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 status,
             )
 
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self._skip_timer is not None:
+            # A refused request's body, skipped to its end. The bytes that brought it stopped
+            # uvicorn's keep-alive timer, and only a response restarts it: restart it here.
+            self._stop_skip_timer()
+            if self.timeout_keep_alive_task is None and not self.pipeline:
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
+
     def data_received(self, data: bytes) -> None:
         awaiting_headers = self._header_timer is not None
         super().data_received(data)
@@ -184,6 +255,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()
+        self._stop_skip_timer()
         super().connection_lost(exc)
 
     def _count_head(self, size: int) -> None:
@@ -208,6 +280,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer = None
         if not self.transport.is_closing():
             self.logger.info("Closed a connection whose request headers took over HEADER_TIMEOUT_S")
+            self.transport.close()
+
+    def _stop_skip_timer(self) -> None:
+        if self._skip_timer is not None:
+            self._skip_timer.cancel()
+            self._skip_timer = None
+
+    def _cut_off_skipped_body(self) -> None:
+        """A refused request's body too slow: the answer is sent, so close, as for slow headers."""
+        self._skip_timer = None
+        if not self.transport.is_closing():
+            self.logger.info("Closed a connection whose refused request's body took over BODY_TIMEOUT_S")
             self.transport.close()
 
     def _refuse_large_head(self) -> None:
@@ -247,15 +331,18 @@ def _small_body(scope: dict) -> bool:
 
 
 def guarded_protocol(
-    header_timeout_s: float, max_header_bytes: int, door: Door
+    header_timeout_s: float, max_header_bytes: int, body_timeout_s: float, door: Door
 ) -> type[GuardedHttpToolsProtocol]:
-    """The protocol class for `uvicorn.Config(http=...)`, with these limits and this door."""
+    """The protocol class for `uvicorn.Config(http=...)`, with these limits and this door; raises
+    `UvicornMismatch` if the installed uvicorn would not call its overrides."""
+    check_uvicorn()
     return type(
         "GuardedHttpTools",
         (GuardedHttpToolsProtocol,),
         {
             "header_timeout_s": header_timeout_s,
             "max_header_bytes": max_header_bytes,
+            "body_timeout_s": body_timeout_s,
             "door": door,
             "turns": Turns(),
         },

@@ -18,8 +18,8 @@ from uvicorn.logging import DefaultFormatter
 from app.api import health, metrics, model, predict, report, tfserving, v2
 from app.api import page as web_page
 from app.api.admission import Door, ShedWhenFull, inference_routes
-from app.api.api_keys import ApiKeys, KeyRing
-from app.api.body_limit import RequestBodyLimit
+from app.api.api_keys import ApiKeys, KeyRing, document_api_keys
+from app.api.body_limit import BodyBudget, RequestBodyLimit
 from app.api.dataplane import DataPlane
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.problems import document_problems, register_problem_handlers
@@ -116,14 +116,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keys = KeyRing(settings.api_key_list(), settings.metrics_require_key)
     # Shedding is decided at the door: by the HTTP protocol (app/connections.py) or the middleware.
     routes = inference_routes([route for router in ROUTERS for route in router.routes], INFERENCE_ENDPOINTS)
-    app.state.door = Door(app.state, keys, routes)
+    budget = BodyBudget(settings.max_body_bytes_held, settings.max_upload_bytes)
+    app.state.door = Door(app.state, keys, routes, budget)
     register_problem_handlers(app)
     app.add_middleware(
-        RequestBodyLimit, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s
+        RequestBodyLimit,
+        max_bytes=settings.max_upload_bytes,
+        timeout_s=settings.body_timeout_s,
+        budget=budget,
     )
     app.add_middleware(ShedWhenFull, door=app.state.door)
     app.add_middleware(ApiKeys, keys=keys)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outside: it sees the 413s too
     app.add_middleware(OneLineStartupFailure)
     document_problems(app)
+    document_api_keys(app, keys)
     return app

@@ -130,13 +130,27 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", min_length=1, description="Address to listen on (0.0.0.0 in a container).")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
 
-    max_batch_size: int = Field(32, ge=1, le=1024, description="Most images the model sees in one call.")
+    max_batch_size: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Most images the model sees in one call; below it, the batch size the model gains "
+        "from is measured at warm-up (BATCH_MEASURE_S).",
+    )
     batch_timeout_ms: float = Field(
         5.0,
         ge=0,
         le=1000,
         description="Longest an image waits for images still being decoded to join its batch; "
         "an idle model never waits for images that are not on their way.",
+    )
+    batch_measure_s: float = Field(
+        2.0,
+        ge=0,
+        le=600,
+        description="Seconds of warm-up spent timing the model at batch sizes 1, 2, 4 ... MAX_BATCH_SIZE "
+        "(at least 3 calls each) to choose the largest batch it gains from and whether to wait for one; "
+        "0 takes MAX_BATCH_SIZE and BATCH_TIMEOUT_MS as set.",
     )
     max_queue_size: int = Field(
         256, ge=1, description="Most images admitted and not yet in a batch; beyond it requests get 503."
@@ -146,6 +160,12 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body; larger bodies get 413 unread."
+    )
+    max_body_bytes_held: int = Field(
+        128 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes of request bodies held in memory at once, over all requests; beyond it "
+        "requests get 503. The default fits a 2 GiB memory limit (docs/deployment.md).",
     )
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest image (width x height) decoded; larger ones get 413 undecoded."
@@ -203,7 +223,8 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = Field(
         None,
         description="Comma-separated API keys; requests must send one (Authorization: Bearer <key> or "
-        "X-API-Key). Several at once let keys be rotated. Unset (and no API_KEYS_FILE): no keys needed.",
+        "X-API-Key). Several at once let keys be rotated. Unset (and no API_KEYS_FILE): no keys needed; "
+        "set but holding no key: the service refuses to start.",
     )
     api_keys_file: Path | None = Field(
         None, description="A file of API keys, one a line (a mounted Secret); adds to API_KEYS."
@@ -242,21 +263,52 @@ class Settings(BaseSettings):
                 f"MAX_FILES ({self.max_files}) must not exceed MAX_QUEUE_SIZE ({self.max_queue_size}): "
                 "a request with that many images could never be admitted"
             )
+        if self.max_body_bytes_held < self.max_upload_bytes:
+            raise ValueError(
+                f"MAX_BODY_BYTES_HELD ({self.max_body_bytes_held}) must not be below MAX_UPLOAD_BYTES "
+                f"({self.max_upload_bytes}): an upload of the largest size could never be let in"
+            )
         if self.batch_timeout_ms >= self.request_timeout_ms:
             raise ValueError(
                 f"BATCH_TIMEOUT_MS ({self.batch_timeout_ms:g}) must be below REQUEST_TIMEOUT_MS "
                 f"({self.request_timeout_ms:g})"
             )
-        if self.api_keys_file is not None and not self.api_keys_file.is_file():
-            raise ValueError(f"API_KEYS_FILE ({self.api_keys_file}) is not a readable file")
         return self
+
+    # Set, but holding no key (a lone comma, a Secret never filled in): the service would start
+    # requiring no key, which is the opposite of what whoever set it meant.
+    @field_validator("api_keys", mode="after")
+    @classmethod
+    def _keys_given(cls, keys: SecretStr | None) -> SecretStr | None:
+        if keys is not None and not split_keys(keys.get_secret_value().replace(",", "\n")):
+            raise ValueError(NO_KEY)
+        return keys
+
+    @field_validator("api_keys_file", mode="after")
+    @classmethod
+    def _key_file_given(cls, path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        if not path.is_file():
+            raise ValueError("is not a readable file")
+        if not split_keys(path.read_text()):
+            raise ValueError(NO_KEY)
+        return path
 
     def api_key_list(self) -> list[str]:
         """Every accepted API key, from API_KEYS and API_KEYS_FILE; empty when access is open."""
         text = self.api_keys.get_secret_value().replace(",", "\n") if self.api_keys else ""
         if self.api_keys_file is not None:
             text += "\n" + self.api_keys_file.read_text()
-        return [key.strip() for key in text.splitlines() if key.strip()]
+        return split_keys(text)
+
+
+NO_KEY = "holds no key; unset it to serve without API keys"
+
+
+def split_keys(text: str) -> list[str]:
+    """The keys in `text`, one a line, blank lines and surrounding spaces dropped."""
+    return [key.strip() for key in text.splitlines() if key.strip()]
 
 
 def load_settings() -> Settings:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from benchmarks.decode_cost import compare_with_djpeg
 from benchmarks.images import make_large_image, make_request_image
 from benchmarks.inprocess import measure_in_process
 from benchmarks.load import HttpProcess, Route, Server, measure_level, predict_route, routes, run_wrk
@@ -44,12 +45,14 @@ def notebook_model(repository: Path) -> Path:
 
 
 def served_version(base_path: Path, name: str) -> Path:
-    """The version the service itself would serve: resolved by the service's own code."""
+    """The version the service serves by default (the highest), found by the service's own code."""
     from app.errors import ModelLoadError
-    from app.runtime.model import find_version
+    from app.runtime.model import list_versions, no_versions
 
     try:
-        return find_version(base_path, name, None)
+        if versions := list_versions(base_path / name):
+            return versions[max(versions)]
+        raise no_versions(base_path / name)
     except ModelLoadError as error:
         raise SystemExit(str(error)) from None
 
@@ -65,6 +68,7 @@ def benchmark_model(label: str, version_dir: Path, images: dict[str, Path], args
     predict, *protocols = routes(image, name, image.parent)
     with Server(base_path, name, settings=args.settings) as server:
         result["cold_start"] = server.cold_start
+        result["batch_choice"] = server.batching
         result["rss_mib_after_warmup"] = round(server.rss_mib(), 1)
         result["batching"], result["after_burst"] = measure_levels(f"{label}, service", server, predict, args)
         result["protocols"] = compare_protocols(label, server, [predict, *protocols], args)
@@ -82,7 +86,11 @@ def benchmark_model(label: str, version_dir: Path, images: dict[str, Path], args
             served += run_wrk(server.url, predict, 8, 5)["requests"]
         result["requests_before_rss"] = served
         result["rss_mib_after_requests"] = round(server.rss_mib(), 1)
+        result["rss_mib_after_peaks"] = measure_peaks(label, server, predict, args)
         result["exit_code"] = server.stop()
+    print(f"[{label}] decoding against djpeg -scale 1/8 ...", flush=True)
+    result["decode_against_djpeg"] = compare_with_djpeg(images["large"].read_bytes(), args.decode_repeats)
+    print(f"[{label}] {json.dumps(result['decode_against_djpeg'])}", flush=True)
 
     with Server(base_path, name, settings={**args.settings, "MAX_BATCH_SIZE": "1"}) as baseline:
         result["per_request"], _ = measure_levels(
@@ -112,6 +120,17 @@ def measure_levels(
     after = measure_level(server, route, 1, args.seconds, warmup=0)
     print(f"[{label}] 1 client after the burst: {json.dumps(after)}", flush=True)
     return levels, after
+
+
+def measure_peaks(label: str, server: Server, route: Route, args: argparse.Namespace) -> list[float]:
+    """RSS after each of `--peaks` bursts at the busiest level: memory is judged on whether it still
+    grows from the second peak on, not on one reading (a first peak's high-water mark stays)."""
+    readings = []
+    for _ in range(args.peaks):
+        run_wrk(server.url, route, args.levels[-1], args.seconds)
+        readings.append(round(server.rss_mib(), 1))
+    print(f"[{label}] RSS after each peak of {args.levels[-1]} clients: {readings} MiB", flush=True)
+    return readings
 
 
 def measure_peer(label: str, name: str, version_dir: Path, route: Route, args: argparse.Namespace) -> dict:
@@ -230,6 +249,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help=f"comma-separated, from {', '.join(REQUIREMENTS)}, or 'none' (default: those installed)",
     )
+    parser.add_argument(
+        "--peaks", type=int, default=3, help="bursts at the busiest level, RSS read after each (at least 3)"
+    )
+    parser.add_argument(
+        "--decode-repeats", type=int, default=9, help="turns of the decoder against djpeg -scale 1/8"
+    )
     parser.add_argument("--protocol-clients", type=int, default=64, help="clients for the protocol routes")
     parser.add_argument("--curve-clients", type=int, default=8, help="clients for the files and size curves")
     parser.add_argument("--files", default="1,4,16", help="files per /predict request, for its curve")
@@ -246,8 +271,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.warmup, args.inprocess_seconds, args.memory_requests = 1, 1, 1, 200
+        args.peaks, args.decode_repeats = 3, 3
         args.levels, args.batch_sizes, args.files, args.large_size = "1,8", "1,8", "1,4", "1000x750"
         args.protocol_clients = args.curve_clients = 8
+    if args.peaks < 3:
+        parser.error(
+            f"--peaks takes 3 or more: growth is judged after the second peak. Received: {args.peaks}"
+        )
     args.levels = [int(n) for n in args.levels.split(",")]
     args.batch_sizes = [int(n) for n in args.batch_sizes.split(",")]
     args.files = [int(n) for n in args.files.split(",")]

@@ -16,6 +16,9 @@ from benchmarks.peers.model import PeerModel
 class InProcessResult:
     batch1_ms: float  # median time for one image, decode to probabilities
     images_per_second: dict[int, float]  # by batch size
+    # The process's CPU per image at batch 1 (every thread's, TensorFlow's too): what one image
+    # costs with no server, to take from a server's CPU per request to find its serving tax.
+    batch1_cpu_ms: float
 
     @property
     def best_batch_size(self) -> int:
@@ -29,6 +32,7 @@ class InProcessResult:
         return {
             "batch1_ms": round(self.batch1_ms, 3),
             "batch1_images_per_second": round(1000 / self.batch1_ms, 2),
+            "batch1_cpu_ms": round(self.batch1_cpu_ms, 3),
             "images_per_second_by_batch": {str(k): round(v, 2) for k, v in self.images_per_second.items()},
             "best_batch_size": self.best_batch_size,
             "best_images_per_second": round(self.best_images_per_second, 2),
@@ -55,8 +59,10 @@ def measure_in_process(
 
     single = []
     deadline = time.perf_counter() + seconds_per_size
+    cpu = time.process_time()
     while time.perf_counter() < deadline or len(single) < 20:
         started = time.perf_counter()
         run(1)
         single.append((time.perf_counter() - started) * 1000)
-    return InProcessResult(batch1_ms=statistics.median(single), images_per_second=throughput)
+    cpu_ms = (time.process_time() - cpu) * 1000 / len(single)
+    return InProcessResult(statistics.median(single), throughput, cpu_ms)

@@ -103,13 +103,20 @@ class HttpProcess:
     def rss_mib(self) -> float:
         return sum(self._status(pid, "VmRSS:") for pid in _descendants(self.process.pid)) / 1024
 
-    def cpu_seconds(self) -> float:
+    def cpu_seconds(self, main_threads: bool = False) -> float:
+        """CPU seconds of the whole process tree, or of its processes' main threads only: where
+        uvicorn runs its event loop, which parses, routes and answers every request."""
         ticks = 0
         for pid in _descendants(self.process.pid):
+            stat = f"/proc/{pid}/task/{pid}/stat" if main_threads else f"/proc/{pid}/stat"
             with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = Path(stat).read_text().rsplit(")", 1)[1].split()
                 ticks += int(fields[11]) + int(fields[12])  # utime + stime
         return ticks / CLOCK_TICKS
+
+    def work_seconds(self) -> dict[str, float]:
+        """The server's own timings of decoding and of the model, where it reports them (see `Server`)."""
+        return {}
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -146,6 +153,7 @@ class Server(HttpProcess):
     model_name: str
     settings: dict[str, str] = field(default_factory=dict)
     cold_start: dict[str, float] = field(default_factory=dict)
+    batching: dict = field(default_factory=dict)  # /model's: the batch size chosen and its curve
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "app"]
@@ -163,16 +171,35 @@ class Server(HttpProcess):
     def start(self, timeout: float = 180) -> Self:
         super().start(timeout)
         runtime = json.loads(_get(f"{self.url}/model")[1])["runtime"]
+        self.batching = runtime["batching"]
         self.cold_start = {
             "ready_seconds": round(self.ready_seconds, 2),
             "load_seconds": round(runtime["load_seconds"], 2),
             "warmup_seconds": round(runtime["warmup_seconds"], 2),
+            # The rest of warm-up timed the batch curve (BATCH_MEASURE_S).
+            "first_calls_seconds": round(runtime["first_calls_seconds"], 2),
             # The rest: interpreter start, imports (TensorFlow is most of it), uvicorn start-up.
             "import_and_start_seconds": round(
                 self.ready_seconds - runtime["load_seconds"] - runtime["warmup_seconds"], 2
             ),
         }
         return self
+
+    def work_seconds(self) -> dict[str, float]:
+        """From /metrics, CPU seconds: the decoder threads' (decoding), and the model's (the inference
+        thread's in model calls and that of the threads Python did not start, TensorFlow's op pools,
+        which also run the resizes' ops)."""
+        text = _get(f"{self.url}/metrics")[1].decode()
+        kinds = {
+            "inference_decode_cpu_seconds_total": "decode",
+            "inference_model_cpu_seconds_total": "model",
+            "native_threads_cpu_seconds_total": "model",
+        }
+        totals = {"decode": 0.0, "model": 0.0}
+        for line in text.splitlines():
+            if kind := kinds.get(line.split("{", 1)[0].split(" ", 1)[0]):
+                totals[kind] += float(line.rsplit(" ", 1)[1])
+        return totals
 
 
 @dataclass(frozen=True)
@@ -293,13 +320,16 @@ def run_wrk(url: str, route: Route, connections: int, seconds: float, by_status:
 def measure_level(server: HttpProcess, route: Route, connections: int, seconds: float, warmup: float) -> dict:
     """Warm up, then measure one concurrency level: images/s, latency percentiles, errors, CPU shares."""
     warm = run_wrk(server.url, route, connections, warmup) if warmup > 0 else {"requests": 0}
-    server_cpu = server.cpu_seconds()
+    work, main_cpu, server_cpu = server.work_seconds(), server.cpu_seconds(True), server.cpu_seconds()
     figures = run_wrk(server.url, route, connections, seconds)
     server_cpu = server.cpu_seconds() - server_cpu
+    main_cpu = server.cpu_seconds(True) - main_cpu
+    work = {key: value - work[key] for key, value in server.work_seconds().items()}
     duration = figures["duration_us"] / 1e6
     cores = os.cpu_count() or 1
     errors = sum(figures["errors"].values())
     answered = figures["requests"] - figures["errors"]["status"]
+    per_request = 1000 / max(answered, 1)
     return {
         "clients": connections,
         "images_per_request": route.images,
@@ -313,4 +343,13 @@ def measure_level(server: HttpProcess, route: Route, connections: int, seconds: 
         "errors": errors,
         "client_cpu_share": round(figures["client_cpu_seconds"] / (duration * cores), 4),
         "server_cpu_share": round(server_cpu / (duration * cores), 4),
+        # The serving tax: CPU milliseconds per answered request, all of it and the main threads'.
+        "cpu_ms_per_request": round(server_cpu * per_request, 3),
+        "main_thread_cpu_ms_per_request": round(main_cpu * per_request, 3),
+        # By the server's own timings: what is neither decoding nor the model (see `work_seconds`).
+        **(
+            {"tax_ms_per_request": round((server_cpu - work["decode"] - work["model"]) * per_request, 3)}
+            if work
+            else {}
+        ),
     }

@@ -12,6 +12,7 @@ like a model (softmax over the mean colour), except that:
 import shutil
 from pathlib import Path
 
+HOSTILE_MODEL = "hostile"  # its name in the model repository the tests make for it
 WHITE = 255
 GREY = 128
 GATE_SPINS = 50_000_000  # a bound on the wait for the gate: a forgotten gate cannot hang forever
@@ -47,7 +48,22 @@ def export_hostile_model(
         grey = tf.reduce_any(all_pixels_near(pixels, GREY))
         waited = tf.cond(grey, wait_for_gate, lambda: tf.constant(0))
         with tf.control_dependencies([checked, waited]):
-            return {"probabilities": tf.nn.softmax(tf.reduce_mean(pixels / 255.0, axis=[1, 2]))}
+            return mean_colour_probabilities(pixels)
+
+    save_test_model(version_dir, metadata_from, predict_pixels, image_size)
+
+
+def mean_colour_probabilities(pixels):
+    """Probabilities as a model gives them, softmax over each image's mean colour: one per channel."""
+    import tensorflow as tf
+
+    return {"probabilities": tf.nn.softmax(tf.reduce_mean(pixels / 255.0, axis=[1, 2]))}
+
+
+def save_test_model(version_dir: Path, metadata_from: Path, predict_pixels, image_size: int) -> None:
+    """Save `predict_pixels` (a tf.function) as a version the service loads: with a `resize_image`
+    signature to `image_size` beside it, and the metadata of the version `metadata_from` belongs to."""
+    import tensorflow as tf
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")])
     def resize_image(image: tf.Tensor) -> dict[str, tf.Tensor]:

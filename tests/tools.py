@@ -1,7 +1,9 @@
-"""Programs the tests need from Debian's packages, which .ci/run installs."""
+"""Programs the tests need: from Debian's packages, which .ci/run installs, or from the dev extra."""
 
 import os
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,3 +18,10 @@ def require(program: str, package: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def tool(name: str) -> str:
+    """A command-line tool from the dev extra, installed beside this Python."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert found, f"{name} is not installed: pip install -c constraints.txt -e '.[dev]'"
+    return found

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.config import ARCHITECTURE_NAMES, TrainConfig
+from training.config import ARCHITECTURE_NAMES, LR_SCHEDULES, TrainConfig
 
 IMPORTED_MODEL_NAME = "inception_v2_imagenet"
 DEFAULTS_NOTE = (
@@ -23,8 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("make-demo-data", help="write a synthetic shapes dataset as class folders")
+    demo = commands.add_parser("make-demo-data", help="write a synthetic dataset as class folders")
     demo.add_argument("--out", required=True, help="folder to write <class>/<image>.jpg into")
+    demo.add_argument(
+        "--kind",
+        choices=("shapes", "strokes"),
+        default="shapes",
+        help="five solid shapes (the demo), or ten digits drawn as strokes over varied backgrounds (harder)",
+    )
     demo.add_argument("--images-per-class", type=int, default=500)
     demo.add_argument("--size", type=int, default=80, help="image side in pixels")
     demo.add_argument("--seed", type=int, default=0, help="the same seed writes the same images")
@@ -44,7 +50,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--epochs", type=int, default=defaults.epochs)
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="Adam's peak rate")
+    train.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=defaults.lr_schedule,
+        help="after the warm-up: cosine decay to 0 by the last epoch, or constant",
+    )
+    train.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=defaults.warmup_epochs,
+        help="epochs over which the learning rate rises linearly from 0 (0: none)",
+    )
+    train.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=defaults.label_smoothing,
+        help="train towards (1 - s) for the true class and s spread over all classes",
+    )
+    train.add_argument(
+        "--weight-decay",
+        type=float,
+        default=defaults.weight_decay,
+        help="decoupled weight decay (AdamW) of kernels; biases and batch-norm offsets are not decayed",
+    )
     train.add_argument("--validation-split", type=float, default=defaults.validation_split)
     train.add_argument(
         "--patience", type=int, default=defaults.patience, help="early-stopping patience in epochs"
@@ -52,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument(
         "--augment",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.augment,
         help="random flips, crops and brightness/contrast changes of the training images",
     )
     train.add_argument(
@@ -61,6 +92,36 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.central_crop,
         help="keep this fraction of each side around the centre before resizing, in training and in the "
         "exported version (TF-slim evaluates at 0.875)",
+    )
+    fine_tune = train.add_argument_group("fine-tuning (with --init-from)")
+    fine_tune.add_argument(
+        "--init-from",
+        default=None,
+        help="start from the weights of a version folder (models/<name>/<version>) or a TF-slim "
+        "inception_v2 checkpoint (its prefix, as inception_v2.ckpt): every layer whose shape fits is "
+        "restored; the classifier starts fresh when the label set differs",
+    )
+    fine_tune.add_argument(
+        "--freeze-base-epochs",
+        type=int,
+        default=defaults.freeze_base_epochs,
+        help="first train only the classifier (and layers that start fresh) for this many epochs",
+    )
+    fine_tune.add_argument(
+        "--fine-tune-from",
+        default=None,
+        help="then train from this block on, e.g. Mixed_4a (default: the whole network)",
+    )
+    fine_tune.add_argument(
+        "--fine-tune-learning-rate",
+        type=float,
+        default=defaults.fine_tune_learning_rate,
+        help="Adam's peak rate once the base trains",
+    )
+    fine_tune.add_argument(
+        "--train-batch-norm",
+        action="store_true",
+        help="let batch norm learn while fine-tuning (default: frozen, in inference mode)",
     )
     train.add_argument("--model-base-path", default=defaults.model_base_path, help="the model repository")
     train.add_argument("--model-name", default=defaults.model_name)
@@ -120,8 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "make-demo-data":
             from training.demo_data import make_demo_data
+            from training.stroke_data import make_stroke_data
 
-            out = make_demo_data(args.out, args.images_per_class, args.size, args.seed)
+            make = make_demo_data if args.kind == "shapes" else make_stroke_data
+            out = make(args.out, args.images_per_class, args.size, args.seed)
             print(f"Wrote {args.images_per_class} images per class into {out}")
         elif args.command == "evaluate":
             from training.evaluate import run

@@ -6,6 +6,7 @@ from pathlib import Path
 
 # The builders in inception_v2.py, by name (tests/training/test_config.py keeps the two in step).
 ARCHITECTURE_NAMES = ("inception_v2", "inception_v2_seed")
+LR_SCHEDULES = ("cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -16,11 +17,20 @@ class TrainConfig:
     epochs: int = 12
     batch_size: int = 32
     learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
     validation_split: float = 0.2
     patience: int = 3
     seed: int = 1337
-    augment: bool = False
+    augment: bool = True
     central_crop: float | None = None
+    init_from: str | None = None
+    freeze_base_epochs: int = 2
+    fine_tune_from: str | None = None
+    fine_tune_learning_rate: float = 1e-4
+    train_batch_norm: bool = False
     model_base_path: str = "models"
     model_name: str = "inception_v2"
     checkpoint_dir: str | None = None
@@ -29,15 +39,36 @@ class TrainConfig:
     def validate(self) -> None:
         if self.arch not in ARCHITECTURE_NAMES:
             raise ValueError(f"--arch must be one of {sorted(ARCHITECTURE_NAMES)}. Received: {self.arch!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"--lr-schedule must be one of {list(LR_SCHEDULES)}. Received: {self.lr_schedule!r}"
+            )
         for field in ("image_size", "epochs", "batch_size", "patience"):
             if getattr(self, field) < 1:
                 raise ValueError(
                     f"--{field.replace('_', '-')} must be at least 1. Received: {getattr(self, field)}"
                 )
+        for field in ("warmup_epochs", "freeze_base_epochs"):
+            if getattr(self, field) < 0:
+                raise ValueError(
+                    f"--{field.replace('_', '-')} must not be negative. Received: {getattr(self, field)}"
+                )
+        for field in ("learning_rate", "fine_tune_learning_rate"):
+            if getattr(self, field) <= 0:
+                raise ValueError(
+                    f"--{field.replace('_', '-')} must be positive. Received: {getattr(self, field)}"
+                )
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"--label-smoothing must be in [0, 1). Received: {self.label_smoothing}")
+        if self.weight_decay < 0:
+            raise ValueError(f"--weight-decay must not be negative. Received: {self.weight_decay}")
+        # A TF-slim checkpoint is named by its prefix: `model.ckpt` for `model.ckpt.index` and its data.
+        if self.init_from is not None and not any(
+            Path(path).exists() for path in (self.init_from, f"{self.init_from}.index")
+        ):
+            raise ValueError(f"--init-from {self.init_from} does not exist.")
         if self.central_crop is not None and not 0 < self.central_crop <= 1:
             raise ValueError(f"--central-crop must be in (0, 1]. Received: {self.central_crop}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"--learning-rate must be positive. Received: {self.learning_rate}")
         if self.tensorboard_dir and importlib.util.find_spec("tensorboard") is None:
             raise ValueError("--tensorboard-dir needs the tensorboard package: pip install tensorboard")
 

@@ -6,6 +6,7 @@ class: the layout `python -m training train --data-dir` reads.
 """
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +72,15 @@ def draw_shape(kind: str, size: int, rng: np.random.Generator) -> Image.Image:
     return image
 
 
-def make_demo_data(out: str | Path, images_per_class: int = 500, size: int = 80, seed: int = 0) -> Path:
-    """Write `images_per_class` JPEGs per shape into `out/<shape>/`; return `out`."""
+def write_dataset(
+    out: str | Path,
+    classes: tuple[str, ...],
+    draw: Callable[[str, int, np.random.Generator], Image.Image],
+    images_per_class: int,
+    size: int,
+    seed: int,
+) -> Path:
+    """Write `images_per_class` JPEGs drawn by `draw(class, size, rng)` into `out/<class>/`; return `out`."""
     if images_per_class < 1:
         raise ValueError(
             f"images_per_class must be at least 1. Received: images_per_class={images_per_class}"
@@ -81,9 +89,14 @@ def make_demo_data(out: str | Path, images_per_class: int = 500, size: int = 80,
         raise ValueError(f"size must be at least 16 pixels. Received: size={size}")
     out = Path(out)
     rng = np.random.default_rng(seed)
-    for kind in CLASSES:
-        folder = out / kind
+    for name in classes:
+        folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(images_per_class):
-            draw_shape(kind, size, rng).save(folder / f"{kind}_{i:05d}.jpg", quality=90)
+            draw(name, size, rng).save(folder / f"{name}_{i:05d}.jpg", quality=90)
     return out
+
+
+def make_demo_data(out: str | Path, images_per_class: int = 500, size: int = 80, seed: int = 0) -> Path:
+    """Write `images_per_class` JPEGs per shape into `out/<shape>/`; return `out`."""
+    return write_dataset(out, CLASSES, draw_shape, images_per_class, size, seed)

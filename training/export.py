@@ -1,9 +1,13 @@
 """Write a trained Keras model into the model repository as a versioned, self-contained SavedModel.
 
 Layout (TF Serving's): `<base_path>/<name>/<version>/` holding `saved_model.pb`, `variables/`
-and `metadata.json`. A version appears only once complete: it is written into a hidden
-temporary folder beside the versions and renamed into place, which is atomic on one file system,
-so a crash mid-export leaves no folder a server would take for a version.
+and `metadata.json`, plus `weights.npz`: every layer's weights keyed by the layer's name
+(`Mixed_4a_Branch_1_Conv2d_0b_3x3/0`), which `train --init-from` starts a new run from. Neither the
+SavedModel's variables nor Keras' `.weights.h5` are keyed by our layer names (both by position:
+`_operations/11`, `conv2d_11`), so a change to a network's code would shift them silently.
+A version appears only once complete: it is written into a hidden temporary folder beside the
+versions and renamed into place, which is atomic on one file system, so a crash mid-export leaves
+no folder a server would take for a version.
 
 Signatures (the one path from image to probabilities, shared with training):
 - `serving_default`: `image_bytes` (string [batch]: encoded JPEG, PNG, GIF, BMP or WebP) ->
@@ -47,6 +51,7 @@ from training.preprocessing import DEFAULT, Preprocessing, decode_and_resize
 from training.report import TrainingReport
 
 METADATA_FILE = "metadata.json"
+WEIGHTS_FILE = "weights.npz"
 REPORT_FOLDER = "report"
 METADATA_FORMAT_VERSION = 1
 
@@ -157,6 +162,28 @@ def _signature_specs(module: ServingModule) -> dict[str, Any]:
     }
 
 
+def save_layer_weights(model: keras.Model, path: Path) -> None:
+    """Every layer's weights as `<layer name>/<index in layer.get_weights()>` in one .npz file."""
+    np.savez(
+        path,
+        **{
+            f"{layer.name}/{index}": value
+            for layer in model.layers
+            for index, value in enumerate(layer.get_weights())
+        },
+    )
+
+
+def load_layer_weights(path: Path) -> dict[str, list[np.ndarray]]:
+    """The weights `save_layer_weights` wrote, per layer name, in `layer.get_weights()` order."""
+    layers: dict[str, dict[int, np.ndarray]] = {}
+    with np.load(path) as saved:
+        for key in saved.files:
+            name, index = key.rsplit("/", 1)
+            layers.setdefault(name, {})[int(index)] = saved[key]
+    return {name: [arrays[i] for i in sorted(arrays)] for name, arrays in layers.items()}
+
+
 def existing_versions(model_dir: Path) -> list[int]:
     """Version numbers present under a model's folder (hidden temporary folders are not versions)."""
     if not model_dir.is_dir():
@@ -194,6 +221,7 @@ def export_model(
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
     try:
         tf.saved_model.save(module, str(staging), signatures=module.signatures())
+        save_layer_weights(model, staging / WEIGHTS_FILE)
         height, width = module.image_size
         metadata = {
             "format_version": METADATA_FORMAT_VERSION,

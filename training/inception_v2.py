@@ -165,6 +165,12 @@ def inception_v2_seed(
     The notebook concatenated the *first* layer of each tower (`tower2_1`, `tower3_1`,
     `tower4_1`), which silently dropped the 3x3 convolutions and the pool projection from the
     model. Here each tower's *output* is concatenated, as the notebook's text describes.
+
+    One deviation: the end convolution is batch-normalized before its ReLU (`end_conv_BatchNorm`,
+    without bias or scale, as in Inception). In the notebook's form the dense layer reads every
+    pixel of the raw ReLU map (29,768 inputs at 64x64); Adam's first steps at 0.001 swing its
+    logits so far that the gradient sent back turns all 8 end filters off for good, and the
+    network outputs a constant (docs/training.md has the figures). Batch norm keeps them firing.
     """
     _validate(input_shape, num_classes, min_size=4)
 
@@ -183,7 +189,11 @@ def inception_v2_seed(
     x = layers.concatenate([tower_1, tower_2, tower_3, tower_4], name="concat_1")
 
     # End block: (H-2) x (W-2) x 8, then (H-3) x (W-3) x 8 after the stride-1 pool.
-    x = layers.Conv2D(8, 3, activation="relu", name="end_conv")(x)
+    x = layers.Conv2D(8, 3, use_bias=False, name="end_conv")(x)
+    x = layers.BatchNormalization(
+        scale=False, epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM, name="end_conv_BatchNorm"
+    )(x)
+    x = layers.Activation("relu", name="end_conv_relu")(x)
     x = layers.MaxPooling2D(2, strides=1, name="end_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(num_classes, name="logits")(x)
@@ -192,3 +202,5 @@ def inception_v2_seed(
 
 
 ARCHITECTURES = {"inception_v2": inception_v2, "inception_v2_seed": inception_v2_seed}
+# The layer each network classifies with: what trains while the rest is frozen in a fine-tune.
+CLASSIFIERS = {"inception_v2": "Logits_Conv2d_1c_1x1", "inception_v2_seed": "logits"}

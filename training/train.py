@@ -8,13 +8,14 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from imaging.decode import decode
 from training.confidence import Confidence
@@ -22,12 +23,16 @@ from training.confidence import fit as fit_confidence
 from training.config import TrainConfig
 from training.data import ImageFolder, Split, make_dataset, scan_image_folder
 from training.export import export_model
-from training.inception_v2 import ARCHITECTURES
+from training.inception_v2 import ARCHITECTURES, CLASSIFIERS
+from training.init_from import Initialization, initialize_from
 from training.metrics import confusion_matrix, format_table, summarize
 from training.preprocessing import Preprocessing
 from training.report import Misclassified, TrainingReport
 
 log = logging.getLogger(__name__)
+
+# Settings that are places on the trainer's machine, left out of the version's metadata.
+TRAINER_PATHS = ("model_base_path", "checkpoint_dir", "tensorboard_dir")
 
 
 class EpochCheckpoints(keras.callbacks.Callback):
@@ -44,12 +49,14 @@ class EpochCheckpoints(keras.callbacks.Callback):
         super().__init__()
         self.directory = directory
 
-    def restore(self, model: keras.Model) -> int:
-        """Load the last finished epoch's weights into `model`; return the epoch to start from."""
+    def finished_epochs(self) -> int:
+        """The epochs a previous run of these settings finished (0 when there is nothing to resume)."""
         state_path = self.directory / self.STATE
-        if not state_path.exists():
-            return 0
-        state = json.loads(state_path.read_text())
+        return json.loads(state_path.read_text())["epoch"] if state_path.exists() else 0
+
+    def restore(self, model: keras.Model) -> None:
+        """Load the last finished epoch's weights and optimizer state into the compiled `model`."""
+        state = json.loads((self.directory / self.STATE).read_text())
         model.optimizer.build(model.trainable_variables)  # so its slots restore too
         try:
             model.load_weights(self.directory / state["weights"])
@@ -59,7 +66,6 @@ class EpochCheckpoints(keras.callbacks.Callback):
                 "settings or data; delete it (or pass another --checkpoint-dir) to start afresh."
             ) from None
         log.info("Resuming after epoch %d from %s", state["epoch"], self.directory)
-        return state["epoch"]
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -121,6 +127,197 @@ def worst_classified(
     ]
 
 
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from near 0 to `peak` over `warmup_steps`, then a cosine decay to 0 at
+    `total_steps` (or `peak` held, without `decay`).
+
+    The warm-up keeps Adam's first steps, each about as large as the learning rate whatever the
+    gradient, from pushing a freshly initialized network into dead ReLUs (docs/training.md).
+    """
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, decay: bool = True):
+        super().__init__()
+        self.peak, self.warmup_steps, self.total_steps, self.decay = peak, warmup_steps, total_steps, decay
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warming = self.peak * (step + 1) / max(self.warmup_steps, 1)
+        progress = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0, 1)
+        after = self.peak * 0.5 * (1 + ops.cos(np.pi * progress)) if self.decay else self.peak
+        return ops.where(step < self.warmup_steps, warming, after)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "peak": self.peak,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+            "decay": self.decay,
+        }
+
+
+def smoothed_crossentropy(label_smoothing: float):
+    """Sparse categorical cross-entropy against labels smoothed by `label_smoothing` (Keras' sparse
+    loss has no smoothing)."""
+
+    def loss(labels, probabilities):
+        one_hot = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), ops.shape(probabilities)[-1])
+        return keras.losses.categorical_crossentropy(one_hot, probabilities, label_smoothing=label_smoothing)
+
+    return loss
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of epochs with one set of trainable layers and one learning rate."""
+
+    name: str
+    epochs: range
+    learning_rate: float
+    train_from: str | None  # the first layer that trains (with all after it); None: every layer
+
+
+def plan_phases(config: TrainConfig) -> list[Phase]:
+    """One phase from scratch; from `--init-from`, the classifier alone, then the network from
+    `--fine-tune-from` on at `--fine-tune-learning-rate`."""
+    if config.init_from is None:
+        return [Phase("training", range(config.epochs), config.learning_rate, None)]
+    frozen = min(config.freeze_base_epochs, config.epochs)
+    phases = []
+    if frozen:
+        phases.append(Phase("classifier", range(frozen), config.learning_rate, CLASSIFIERS[config.arch]))
+    if config.epochs > frozen:
+        phases.append(
+            Phase(
+                "fine-tuning",
+                range(frozen, config.epochs),
+                config.fine_tune_learning_rate,
+                config.fine_tune_from,
+            )
+        )
+    return phases
+
+
+def set_trainable(
+    model: keras.Model, train_from: str | None, fresh: set[str], freeze_batch_norm: bool
+) -> None:
+    """Train the layers from `train_from` on, and every layer that started fresh; freeze the rest.
+
+    A frozen BatchNormalization layer also runs in inference mode (Keras' transfer-learning rule),
+    so it keeps the statistics it was restored with.
+    """
+    names = [layer.name for layer in model.layers]
+    start = 0
+    if train_from is not None:
+        start = next(
+            (i for i, name in enumerate(names) if name == train_from or name.startswith(f"{train_from}_")), -1
+        )
+        if start < 0:
+            blocks = [
+                name
+                for name in names
+                if "_Branch_" not in name and not name.endswith(("_BatchNorm", "_relu"))
+            ]
+            raise ValueError(
+                f"--fine-tune-from names no layer of {model.name}. Received: {train_from!r}; "
+                f"blocks: {', '.join(blocks)}"
+            )
+    for index, layer in enumerate(model.layers):
+        frozen_norm = freeze_batch_norm and isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = (index >= start and not frozen_norm) or layer.name in fresh
+
+
+def compile_model(model: keras.Model, config: TrainConfig, phase: Phase, steps_per_epoch: int) -> None:
+    """Compile for `phase`: Adam on the warm-up and schedule, weight decay and label smoothing."""
+    warmup = min(config.warmup_epochs, len(phase.epochs)) * steps_per_epoch
+    schedule = WarmupCosine(
+        phase.learning_rate, warmup, len(phase.epochs) * steps_per_epoch, decay=config.lr_schedule == "cosine"
+    )
+    optimizer = keras.optimizers.Adam(schedule, weight_decay=config.weight_decay or None)
+    if config.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias", "beta"])
+    model.compile(
+        optimizer=optimizer, loss=smoothed_crossentropy(config.label_smoothing), metrics=["accuracy"]
+    )
+
+
+def make_callbacks(
+    config: TrainConfig, phase: Phase, checkpoints: EpochCheckpoints
+) -> list[keras.callbacks.Callback]:
+    callbacks = [
+        checkpoints,
+        # Not judged before the warm-up is over and the network has had an epoch at full rate: the
+        # near-uniform output of the first epoch has a low validation loss that the noisy epochs
+        # just after it often miss, and stopping there restored a network at chance.
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=config.patience,
+            restore_best_weights=True,
+            start_from_epoch=phase.epochs.start + config.warmup_epochs + 1,
+            verbose=1,
+        ),
+    ]
+    if config.tensorboard_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=config.tensorboard_dir))
+    return callbacks
+
+
+def fit(
+    model: keras.Model,
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    fresh: set[str],
+) -> dict[str, list[float]]:
+    """Run every phase of the plan, resuming after the last finished epoch; return the history."""
+    steps_per_epoch = int(train_ds.cardinality())
+    checkpoints = EpochCheckpoints(config.backup_dir)
+    done = checkpoints.finished_epochs()
+    phases = plan_phases(config)
+    # A checkpoint holds the optimizer of the phase that wrote it: compile that phase to read it.
+    first = next((i for i, phase in enumerate(phases) if done - 1 in phase.epochs), 0) if done else 0
+    history: dict[str, list[float]] = {}
+    for index, phase in enumerate(phases[first:], first):
+        with strategy.scope():
+            set_trainable(
+                model, phase.train_from, fresh, config.init_from is not None and not config.train_batch_norm
+            )
+            compile_model(model, config, phase, steps_per_epoch)
+        if index == first and done:
+            checkpoints.restore(model)
+        if done >= phase.epochs.stop:
+            continue
+        log.info(
+            "Phase %s: epochs %d-%d at learning rate %g, %d trainable weights",
+            phase.name,
+            max(done, phase.epochs.start) + 1,
+            phase.epochs.stop,
+            phase.learning_rate,
+            len(model.trainable_weights),
+        )
+        result = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=phase.epochs.stop,
+            initial_epoch=max(done, phase.epochs.start),
+            callbacks=make_callbacks(config, phase, checkpoints),
+            shuffle=False,  # train_ds reshuffles itself each epoch
+            verbose=1 if sys.stdout.isatty() else 2,  # a progress bar only where it redraws in place
+        )
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+    checkpoints.remove()
+    return history
+
+
+def build_model(config: TrainConfig, num_classes: int) -> tuple[keras.Model, Initialization | None]:
+    """The network for `config`, started from `--init-from` when given."""
+    model = ARCHITECTURES[config.arch]((config.image_size, config.image_size, 3), num_classes)
+    if config.init_from is None:
+        return model, None
+    return model, initialize_from(model, config.init_from)
+
+
 def train(config: TrainConfig) -> Path:
     """Train, report validation accuracy overall and per class, and export; return the version folder."""
     config.validate()
@@ -150,35 +347,11 @@ def train(config: TrainConfig) -> Path:
     strategy, device = select_strategy()
     log.info("Device: %s", device)
     with strategy.scope():
-        model = ARCHITECTURES[config.arch]((config.image_size, config.image_size, 3), len(folder.class_names))
-        model.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-
-    checkpoints = EpochCheckpoints(config.backup_dir)
-    initial_epoch = checkpoints.restore(model)
-    callbacks = [
-        checkpoints,
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=1
-        ),
-    ]
-    if config.tensorboard_dir:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=config.tensorboard_dir))
+        model, initialization = build_model(config, len(folder.class_names))
+    fresh = set(initialization.fresh) if initialization else set()
     started = time.monotonic()
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        shuffle=False,  # train_ds reshuffles itself each epoch
-        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar only where it redraws in place
-    )
+    history = fit(model, config, strategy, train_ds, val_ds, fresh)
     duration = time.monotonic() - started
-    checkpoints.remove()
 
     probabilities, actual = predict_dataset(model, val_ds)
     confusion = confusion_matrix(actual, probabilities.argmax(axis=1), len(folder.class_names))
@@ -190,16 +363,25 @@ def train(config: TrainConfig) -> Path:
     )
     print(format_table(validation))
 
+    # The model card is shown to the service's users: no paths of the trainer's machine in it, only
+    # the data folder's name and files relative to it.
+    data_dir = Path(config.data_dir).resolve()
+    params = asdict(config) | {"data_dir": data_dir.name}
+    if initialization is not None:
+        params["init_from"] = initialization.source
+    data = folder.summary() | {
+        "skipped_files": [str(Path(path).resolve().relative_to(data_dir)) for path in folder.skipped]
+    }
     training_summary: dict[str, Any] = {
-        "params": {k: v for k, v in asdict(config).items() if k not in ("model_base_path", "checkpoint_dir")},
-        "data": {"dir": str(Path(config.data_dir).resolve()), **folder.summary()},
+        "params": {k: v for k, v in params.items() if k not in TRAINER_PATHS},
+        "data": {"dir": data_dir.name, **data},
         "metrics": {
             "val_accuracy": accuracy,
             "per_class_accuracy": per_class,
             "per_class": validation["per_class"],
             "confusion_matrix": validation["confusion_matrix"],
-            "history": {key: [float(v) for v in values] for key, values in history.history.items()},
-            "epochs_run": len(history.history.get("loss", [])),
+            "history": history,
+            "epochs_run": len(history.get("loss", [])),
         },
         "device": device,
         "duration_seconds": round(duration, 1),
@@ -207,6 +389,8 @@ def train(config: TrainConfig) -> Path:
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
     }
+    if initialization is not None:
+        training_summary["initialization"] = initialization.summary()
     if keras.mixed_precision.global_policy().name != "float32":
         # Export a float32 copy so the artifact serves on a CPU as well as a GPU.
         keras.mixed_precision.set_global_policy("float32")

@@ -15,6 +15,7 @@ route template the router would have matched.
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
+from http import HTTPStatus
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
@@ -27,6 +28,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.api_keys import KeyRing
+from app.api.body_limit import BodyBudget
 from app.api.problems import service_error_response
 from app.api.protocols import is_whole_number
 from app.errors import Overloaded, ServiceError
@@ -68,10 +70,11 @@ class Door:
     Made once per app (`app.state.door`); the models are looked up in `state.dataplane` at each request.
     """
 
-    def __init__(self, state: State, keys: KeyRing, routes: Sequence[APIRoute]) -> None:
+    def __init__(self, state: State, keys: KeyRing, routes: Sequence[APIRoute], budget: BodyBudget) -> None:
         self.state = state
         self.keys = keys
         self.routes = routes  # the inference routes (`inference_routes`)
+        self.budget = budget
         self.in_flight: dict[Batcher, int] = {}  # requests past the door and not finished, per queue
         self._last_refusal: tuple[tuple[str, str], Response] | None = None  # (route, detail), answer
 
@@ -86,7 +89,7 @@ class Door:
         # This request might bring a single image: only the others are guessed at (the queue decides).
         expected = math.ceil(not_yet_admitted * batcher.images_per_request) + 1
         if batcher.has_room(expected):
-            return wanted[0], batcher, None
+            return wanted[0], batcher, self.budget.refusal(scope)
         receiving = (
             f" and {not_yet_admitted} requests are being received (lately "
             f"{batcher.images_per_request:.1f} images per request)"
@@ -128,7 +131,9 @@ class Door:
         said = (route, str(error))
         if self._last_refusal is None or self._last_refusal[0] != said:
             self._last_refusal = (said, self.shed(scope, route, batcher, error))
-        self.state.metrics.observe_request(route, scope["method"], 503, time.perf_counter() - started)
+        self.state.metrics.observe_request(
+            route, scope["method"], HTTPStatus.SERVICE_UNAVAILABLE, time.perf_counter() - started
+        )
         return self._last_refusal[1]
 
     def shed(self, scope: Scope, route: str, batcher: Batcher, error: Overloaded) -> Response:
@@ -141,6 +146,7 @@ class Door:
         """Count the request of `scope` as on its way to `batcher`'s queue, until `leave(scope)`."""
         self.in_flight[batcher] = self.in_flight.get(batcher, 0) + 1
         scope[COUNTED_AT_DOOR] = batcher
+        self.budget.admit(scope)
 
     def counts(self, scope: Scope) -> bool:
         """Whether `let_in` counted the request of `scope` (until `leave(scope)`)."""
@@ -148,6 +154,7 @@ class Door:
 
     def leave(self, scope: Scope) -> None:
         """The request that `let_in` counted has finished (nothing for a request it did not count)."""
+        self.budget.release(scope)
         if (batcher := scope.pop(COUNTED_AT_DOOR, None)) is not None:
             self.in_flight[batcher] -= 1
             if not self.in_flight[batcher]:

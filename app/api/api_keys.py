@@ -7,7 +7,9 @@ taken says nothing about how close a guess was or which key matched; they are ne
 """
 
 import hmac
+from typing import Any
 
+from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -16,6 +18,11 @@ from app.errors import Unauthorized
 
 OPEN_PATHS = {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 OPEN_PREFIXES = ("/v2/health/",)
+# How OpenAPI names the two ways to send a key, so /docs's "Authorize" offers both.
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "X-API-Key: <key>"},
+}
 
 
 def presented_key(request: Request) -> str | None:
@@ -71,3 +78,23 @@ class ApiKeys:
             error = Unauthorized("The API key is not valid")
         response = await service_error(request, error)
         await response(scope, receive, send)
+
+
+def document_api_keys(app: FastAPI, keys: KeyRing) -> None:
+    """With keys configured, say so in the OpenAPI document: every operation needs one (either
+    scheme) but the open ones, and /docs's "Authorize" then sends the key it is given."""
+    if not keys.keys:
+        return
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = default_openapi()
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        schema["security"] = [{name: []} for name in SECURITY_SCHEMES]
+        for path, operations in schema["paths"].items():
+            if keys.is_open(path):
+                for operation in operations.values():
+                    operation["security"] = []
+        return schema
+
+    app.openapi = openapi

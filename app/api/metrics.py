@@ -3,8 +3,14 @@
 Names and labels are a contract: alerts are written against them (docs/api.md lists them).
 """
 
+import contextlib
+import logging
+import os
+import threading
 import time
 from collections.abc import Iterator
+from http import HTTPStatus
+from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
@@ -17,11 +23,16 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.runtime.repository import ModelRepository
 
 STATES = ("LOADING", "AVAILABLE", "UNLOADING", "END")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away before the answer
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["monitoring"])
 
@@ -62,6 +73,7 @@ class Metrics:
         )
         self.versions = VersionCollector()
         self.registry.register(self.versions)
+        self.registry.register(ThreadCpuCollector())
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request (by route template, not raw path) and its duration."""
@@ -116,11 +128,40 @@ class VersionCollector(Collector):
             labels=["version"],
         )
         info = InfoMetricFamily("model", "The model version served by default.")
+        chosen = GaugeMetricFamily(
+            "inference_batch_size_limit",
+            "The largest batch each version forms: chosen at warm-up from its timed curve, at most "
+            "MAX_BATCH_SIZE.",
+            labels=["version"],
+        )
+        curve = GaugeMetricFamily(
+            "inference_batch_curve_images_per_second",
+            "The model's images per second at each batch size timed at warm-up, by version.",
+            labels=["version", "batch_size"],
+        )
+        decode_cpu = CounterMetricFamily(
+            "inference_decode_cpu_seconds",
+            "CPU seconds the decoder threads spent decoding and resizing images, by version; with "
+            "inference_batch_duration_seconds_sum and the process's CPU time it gives what serving "
+            "costs beyond decoding and the model.",
+            labels=["version"],
+        )
+        model_cpu = CounterMetricFamily(
+            "inference_model_cpu_seconds",
+            "CPU seconds of the inference thread in model calls, by version; TensorFlow's own threads "
+            "do the rest of the model's work (native_threads_cpu_seconds_total).",
+            labels=["version"],
+        )
         if models is not None:
             for version, classifier in models.available().items():
                 depth.add_metric([str(version)], classifier.batcher.depth)
                 capacity.add_metric([str(version)], classifier.batcher.max_queue_size)
                 failures.add_metric([str(version)], classifier.batcher.failures)
+                chosen.add_metric([str(version)], classifier.batcher.max_batch_size)
+                for timing in classifier.model.batch_curve:
+                    curve.add_metric([str(version), str(timing.batch_size)], timing.images_per_second)
+                decode_cpu.add_metric([str(version)], classifier.batcher.decode_cpu_seconds)
+                model_cpu.add_metric([str(version)], classifier.batcher.inference_cpu_seconds)
             for status in models.statuses():
                 for name in STATES:
                     state.add_metric([models.name, str(status.version), name], float(status.state == name))
@@ -130,7 +171,44 @@ class VersionCollector(Collector):
                 info.add_metric(
                     [], {"name": model.name, "version": str(model.version), "device": model.device}
                 )
-        yield from (depth, capacity, state, failed, failures, info)
+        yield from (depth, capacity, state, failed, failures, info, chosen, curve, decode_cpu, model_cpu)
+
+
+class ThreadCpuCollector(Collector):
+    """CPU time by thread: the event loop's, and that of the threads Python did not start.
+
+    The event loop's is the clock of the thread that collects: the /metrics route runs the
+    collection on it. One thread parses, routes and answers every request, so its CPU time per
+    request is the ceiling on requests per second, whatever the model's speed. The threads Python
+    did not start are TensorFlow's op pools (most of them unnamed): their time is the model's, and
+    the resizes', whichever thread called them.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "event_loop_cpu_seconds",
+            "CPU seconds of the event loop's thread: HTTP parsing, routing, middleware and responses.",
+            value=time.thread_time(),
+        )
+        yield CounterMetricFamily(
+            "native_threads_cpu_seconds",
+            "CPU seconds of the threads Python did not start (TensorFlow's op pools): the model's and "
+            "the resizes' work.",
+            value=native_threads_cpu_seconds(),
+        )
+
+
+def native_threads_cpu_seconds() -> float:
+    """The CPU seconds of this process's threads that Python did not start, from /proc (Linux)."""
+    started_by_python = {str(thread.native_id) for thread in threading.enumerate()}
+    ticks = 0
+    for task in Path("/proc/self/task").glob("*"):
+        if task.name in started_by_python:
+            continue
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / CLOCK_TICKS
 
 
 class MetricsMiddleware:
@@ -144,7 +222,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500  # unless a response starts: the app raised
+        status: int = HTTPStatus.INTERNAL_SERVER_ERROR  # unless a response starts: the app raised
 
         async def send_and_note_status(message: Message) -> None:
             nonlocal status
@@ -156,6 +234,13 @@ class MetricsMiddleware:
         self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_and_note_status)
+        except ClientDisconnect:
+            # Nginx's 499: the client closed the connection before its request was read. Nothing
+            # failed here, so no traceback: uvicorn would log one as "Exception in ASGI application".
+            status = CLIENT_CLOSED_REQUEST
+            logger.info(
+                "The client went away before its request was read: %s %s", scope["method"], scope["path"]
+            )
         finally:
             self.metrics.in_progress.dec()
             route = scope.get("route")  # set by the router on a match

@@ -15,6 +15,31 @@ from app.runtime.model import Model
 router = APIRouter(tags=["model"])
 
 
+class BatchTimingInfo(BaseModel):
+    """The model's median time for one call at one batch size, timed at warm-up on this machine."""
+
+    batch_size: int = Field(examples=[8])
+    ms_per_call: float = Field(examples=[31.5])
+    images_per_second: float = Field(examples=[254.0])
+    calls: int = Field(description="Timed calls the median is of.", examples=[5])
+
+
+class BatchingInfo(BaseModel):
+    """The batching chosen for this version from its timed curve (as set when it was not timed)."""
+
+    max_batch_size: int = Field(
+        description="The largest batch formed: the size beyond which the curve gains under 5 %, "
+        "at most MAX_BATCH_SIZE.",
+        examples=[16],
+    )
+    batch_timeout_ms: float = Field(
+        description="How long an image waits for a batch to fill: BATCH_TIMEOUT_MS, or 0 when no "
+        "batch is faster per image than one image alone.",
+        examples=[5],
+    )
+    curve: list[BatchTimingInfo] = Field(description="Empty when not timed (BATCH_MEASURE_S=0).")
+
+
 class RuntimeInfo(BaseModel):
     """Where and how the model runs in this process."""
 
@@ -22,10 +47,16 @@ class RuntimeInfo(BaseModel):
     load_seconds: float = Field(examples=[0.8])
     warmup_seconds: float = Field(examples=[1.9])
     warmup_batch_sizes: list[int] = Field(examples=[[1, 2, 3, 4]])
+    first_calls_seconds: float = Field(
+        description="The part of warm-up spent on each batch size's first call; the rest timed the curve.",
+        examples=[1.2],
+    )
+    batching: BatchingInfo
     max_batch_size: int = Field(examples=[32])
     batch_timeout_ms: float = Field(examples=[5])
     max_queue_size: int = Field(examples=[256])
     request_timeout_ms: float = Field(examples=[10000])
+    batch_measure_s: float = Field(examples=[2])
     decode_threads: int = Field(examples=[2])
     intra_op_threads: int = Field(description="0: TensorFlow's choice.", examples=[0])
     inter_op_threads: int = Field(description="0: TensorFlow's choice.", examples=[0])
@@ -134,12 +165,27 @@ async def model_info(classifier: ClassifierDep, dataplane: DataPlaneDep) -> Mode
             load_seconds=model.load_seconds,
             warmup_seconds=model.warmup_seconds,
             warmup_batch_sizes=model.warmup_batch_sizes,
+            first_calls_seconds=model.first_calls_seconds,
+            batching=BatchingInfo(
+                max_batch_size=classifier.batcher.max_batch_size,
+                batch_timeout_ms=classifier.batcher.batch_timeout_s * 1000,
+                curve=[
+                    BatchTimingInfo(
+                        batch_size=timing.batch_size,
+                        ms_per_call=timing.seconds * 1000,
+                        images_per_second=timing.images_per_second,
+                        calls=timing.calls,
+                    )
+                    for timing in model.batch_curve
+                ],
+            ),
             **settings.model_dump(
                 include={
                     "max_batch_size",
                     "batch_timeout_ms",
                     "max_queue_size",
                     "request_timeout_ms",
+                    "batch_measure_s",
                     "decode_threads",
                     "intra_op_threads",
                     "inter_op_threads",

@@ -14,8 +14,10 @@ from starlette.exceptions import HTTPException
 WEB = Path(__file__).resolve().parents[1] / "web"
 ASSETS = {"page.css": "text/css", "page.js": "text/javascript"}
 HEADERS = {
-    # Thumbnails are blob: URLs of the picked files; report plots come from this origin.
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'",
+    # Thumbnails are blob: URLs of the picked files; report plots come from this origin. No frame
+    # may hold the page (clickjacking), and no <base> may redirect its relative URLs.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",  # revalidated: a new release's page never runs an old script
 }

@@ -21,30 +21,32 @@ from app import errors
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:inception-v2-service:problem:"
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's code, not in HTTPStatus: nobody reads it, but logs and metrics count it
+
 STATUS: dict[type[errors.ServiceError], int] = {
-    errors.VersionNotFound: 404,
-    errors.Unauthorized: 401,
-    errors.BodyTimedOut: 408,
-    errors.PayloadTooLarge: 413,
-    errors.UnsupportedImage: 415,
-    errors.ImageTooLarge: 413,
-    errors.InvalidImage: 422,
-    errors.TooManyFiles: 413,
-    errors.ReportNotFound: 404,
-    errors.Overloaded: 503,
-    errors.RequestTimedOut: 503,
-    errors.ModelNotReady: 503,
-    errors.RequestAbandoned: 499,  # nginx's code: nobody reads it, but logs and metrics count it
-    errors.InferenceFailed: 500,
-    errors.ModelNotFound: 404,
-    errors.InvalidInput: 400,
+    errors.VersionNotFound: HTTPStatus.NOT_FOUND,
+    errors.Unauthorized: HTTPStatus.UNAUTHORIZED,
+    errors.BodyTimedOut: HTTPStatus.REQUEST_TIMEOUT,
+    errors.PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    errors.UnsupportedImage: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    errors.ImageTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    errors.InvalidImage: HTTPStatus.UNPROCESSABLE_ENTITY,
+    errors.TooManyFiles: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    errors.ReportNotFound: HTTPStatus.NOT_FOUND,
+    errors.Overloaded: HTTPStatus.SERVICE_UNAVAILABLE,
+    errors.RequestTimedOut: HTTPStatus.SERVICE_UNAVAILABLE,
+    errors.ModelNotReady: HTTPStatus.SERVICE_UNAVAILABLE,
+    errors.RequestAbandoned: CLIENT_CLOSED_REQUEST,
+    errors.InferenceFailed: HTTPStatus.INTERNAL_SERVER_ERROR,
+    errors.ModelNotFound: HTTPStatus.NOT_FOUND,
+    errors.InvalidInput: HTTPStatus.BAD_REQUEST,
 }
 
 # TF Serving and Triton answer 400 to any request they cannot use (an invalid argument), whatever
 # was wrong with it; their clients expect that rather than the finer 413/415/422 of our own API.
 STANDARD_PROTOCOL_STATUS: dict[type[errors.ServiceError], int] = {
-    errors.InvalidImage: 400,
-    errors.TooManyFiles: 400,
+    errors.InvalidImage: HTTPStatus.BAD_REQUEST,
+    errors.TooManyFiles: HTTPStatus.BAD_REQUEST,
 }
 
 
@@ -141,17 +143,22 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     fields = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
     detail = "; ".join(f"{'.'.join(str(part) for part in f['loc'])}: {f['msg']}" for f in fields)
     return error_response(
-        request, 422, detail, title="Invalid request", type_=TYPE_PREFIX + "invalid-request", errors=fields
+        request,
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        detail,
+        title="Invalid request",
+        type_=TYPE_PREFIX + "invalid-request",
+        errors=fields,
     )
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
+    if exc.status_code == HTTPStatus.NOT_FOUND:
         detail = f"Nothing at {request.url.path}; see /docs for the endpoints"
-    elif exc.status_code == 405:
+    elif exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
         detail = f"{request.method} is not allowed on {request.url.path}"
-    elif exc.status_code == 413:  # only the request body limit raises it
+    elif exc.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:  # only the request body limit raises it
         detail = (
             f"The request body is over MAX_UPLOAD_BYTES ({request.app.state.settings.max_upload_bytes} bytes)"
         )
@@ -161,7 +168,11 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(request, 500, "The server failed on this request; its log has the details")
+    return error_response(
+        request,
+        HTTPStatus.INTERNAL_SERVER_ERROR,
+        "The server failed on this request; its log has the details",
+    )
 
 
 def register_problem_handlers(app: FastAPI) -> None:
@@ -189,13 +200,16 @@ def document_problems(app: FastAPI) -> None:
     """Make the OpenAPI schema say what the handlers send: errors as `application/problem+json`.
 
     FastAPI documents every response model as `application/json`, and the 422 of a route with
-    parameters as its own validation error, which the handler above replaces with a problem.
+    parameters as its own validation error, which the handler above replaces with a problem. The
+    standard protocols' errors are `{"error": ...}` in `application/json`, as documented.
     """
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
         schema = default_openapi()
-        for operations in schema["paths"].values():
+        for path, operations in schema["paths"].items():
+            if speaks_standard_protocol(path):
+                continue
             for operation in operations.values():
                 for status, response in operation.get("responses", {}).items():
                     content = response.get("content", {})

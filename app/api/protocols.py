@@ -1,29 +1,71 @@
-"""What the two standard protocols' faces (TF Serving's /v1, the Open Inference Protocol's /v2) share
-in parsing: routes under a model's path, JSON bodies, and whole numbers as text."""
+"""What the two standard protocols' faces (TF Serving's /v1, the Open Inference Protocol's /v2) share:
+routes under a model's path, their errors in the OpenAPI document, JSON bodies, whole numbers as text."""
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
 from app.errors import InvalidInput
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+PATH_PARAMETER = re.compile(r"{(\w+)(?::\w+)?}")
+
+
+class ProtocolError(BaseModel):
+    """An error of TF Serving's REST API or the Open Inference Protocol, as their clients read it."""
+
+    error: str = Field(examples=["Servable not found for request: Latest(resnet)"])
+
+
+ERRORS = {
+    400: "A request the model cannot take: malformed JSON, an unknown signature, input or path, a bad image, "
+    "more images than MAX_FILES",
+    404: "A model or version that is not served",
+    413: "A body over MAX_UPLOAD_BYTES",
+    503: "Queue full, an image that waited past REQUEST_TIMEOUT_MS, or no version ready (Retry-After)",
+}
+
+
+BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+
+
+def answers(
+    schema: dict[str, Any], example: Any, *errors: int, binary: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI responses of an endpoint: its answer's `schema` and an `example` of it (or binary
+    tensor data), and these error statuses in the protocols' `{"error": ...}` shape."""
+    content = {"application/json": {"schema": schema, "example": example}} | (BINARY if binary else {})
+    ok = {"description": "Successful Response", "content": content}
+    return {200: ok} | {status: {"model": ProtocolError, "description": ERRORS[status]} for status in errors}
 
 
 class ModelRoutes:
     """Registers an endpoint under a model's path and each of its protocol's optional version parts
-    (`/versions/{version}`, and TF Serving's `/labels/{label}`)."""
+    (`/versions/{version}`, and TF Serving's `/labels/{label}`), with the OpenAPI schema of each path
+    parameter (the endpoints read them from the path, as each of their paths has its own)."""
 
-    def __init__(self, router: APIRouter, model: str, versions: Iterable[str]) -> None:
+    def __init__(
+        self, router: APIRouter, model: str, versions: Iterable[str], parameters: dict[str, dict[str, Any]]
+    ) -> None:
         self.router = router
         self.paths = [model + version_part for version_part in versions]
+        self.parameters = parameters
 
     def __call__(self, method: str, suffix: str = "", **options: Any) -> Callable[[Endpoint], Endpoint]:
         def register(endpoint: Endpoint) -> Endpoint:
             for path in self.paths:
-                self.router.add_api_route(path + suffix, endpoint, methods=[method], **options)
+                documented = [
+                    {"name": name, "in": "path", "required": True} | self.parameters[name]
+                    for name in PATH_PARAMETER.findall(path + suffix)
+                ]
+                extra = options.get("openapi_extra", {})
+                extra = extra | {"parameters": extra.get("parameters", []) + documented}
+                route_options = options | {"openapi_extra": extra}
+                self.router.add_api_route(path + suffix, endpoint, methods=[method], **route_options)
             return endpoint
 
         return register

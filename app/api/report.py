@@ -19,6 +19,14 @@ from app.runtime.model import Model
 
 router = APIRouter(tags=["model"])
 
+# A report file is whatever the version's metadata lists: an .html or .svg among them would otherwise
+# run its script on the API's origin, with the API's cookies and keys in reach. Sandboxed, with no
+# script allowed, a report page shows its own figures and inline style, and nothing more.
+REPORT_HEADERS = {
+    "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
 NOT_FOUND = {"model": Problem, "description": "No such version, or it has no training report or no such file"}
 VersionParam = Annotated[int, PathParam(ge=1, description="The model version.")]
 
@@ -75,7 +83,11 @@ async def report(classifier: ClassifierDep) -> RedirectResponse:
 )
 async def report_page(version: VersionParam, dataplane: DataPlaneDep) -> FileResponse:
     """A version's training report: learning curves, confusion matrix, worst images, settings, data."""
-    return FileResponse(report_file(dataplane.model(version=version).model, None), media_type="text/html")
+    return FileResponse(
+        report_file(dataplane.model(version=version).model, None),
+        media_type="text/html",
+        headers=REPORT_HEADERS,
+    )
 
 
 @router.get(
@@ -90,4 +102,4 @@ async def report_page(version: VersionParam, dataplane: DataPlaneDep) -> FileRes
 )
 async def report_figure(version: VersionParam, name: str, dataplane: DataPlaneDep) -> FileResponse:
     """One file a version's report page shows, by the name the page uses."""
-    return FileResponse(report_file(dataplane.model(version=version).model, name))
+    return FileResponse(report_file(dataplane.model(version=version).model, name), headers=REPORT_HEADERS)

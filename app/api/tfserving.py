@@ -17,13 +17,13 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from app.api.dataplane import DataPlane, Inference
 from app.api.deps import VERSION_HEADER, DataPlaneDep
-from app.api.protocols import ModelRoutes, parse_json_object
+from app.api.protocols import ModelRoutes, answers, parse_json_object
 from app.errors import InvalidInput, ModelNotFound, VersionNotFound
 from app.runtime.classifier import Classifier, Upload
 from app.runtime.repository import VersionStatus
 from app.runtime.signatures import signature_defs
 
-router = APIRouter(include_in_schema=False)  # TF Serving's own documentation describes this API
+router = APIRouter(tags=["TF Serving REST API (/v1)"])
 
 # The signatures `:predict` runs, each with its one input: encoded images, or pixels at the input size.
 IMAGES, PIXELS = "serving_default", "predict_pixels"
@@ -51,7 +51,83 @@ register_url_convertor("tfs_method", _Method())
 
 MODEL = "/v1/models/{name:tfs_part}"
 VERSIONS = ("", "/versions/{version:int}", "/labels/{label:tfs_part}")  # TF Serving's optional suffixes
-model_route = ModelRoutes(router, MODEL, VERSIONS)
+PART = {"type": "string"}  # without '/' or ':' (a pattern saying so made fuzzing it take minutes)
+model_route = ModelRoutes(
+    router,
+    MODEL,
+    VERSIONS,
+    {
+        "name": {"schema": PART, "description": "The model's name (MODEL_NAME)."},
+        "version": {"schema": {"type": "integer", "minimum": 0}, "description": "A version of the model."},
+        "label": {"schema": PART, "description": "A version label, such as `stable` or `canary`."},
+        "method": {
+            "schema": {"type": "string", "enum": ["predict", "classify", "regress"]},
+            "description": "`predict`: the model's signatures are predict signatures.",
+        },
+    },
+)
+
+# The OpenAPI description of the answers and of :predict's body; TF Serving's documentation has more.
+MODEL_STATUS = {
+    "type": "object",
+    "required": ["model_version_status"],
+    "properties": {
+        "model_version_status": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["version", "state", "status"],
+                "properties": {
+                    "version": {"type": "string", "examples": ["1"]},
+                    "state": {"type": "string", "enum": ["LOADING", "AVAILABLE", "UNLOADING", "END"]},
+                    "status": {
+                        "type": "object",
+                        "properties": {"error_code": {"type": "string"}, "error_message": {"type": "string"}},
+                    },
+                },
+            },
+        }
+    },
+}
+MODEL_METADATA = {
+    "type": "object",
+    "required": ["model_spec", "metadata"],
+    "properties": {
+        "model_spec": {"type": "object"},
+        "metadata": {"type": "object", "description": "Each SignatureDef, as TF Serving prints it."},
+    },
+}
+STATUS_EXAMPLE = {
+    "model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    ]
+}
+METADATA_EXAMPLE = {
+    "model_spec": {"name": "inception_v2", "signature_name": "", "version": "1"},
+    "metadata": {
+        "signature_def": {"signature_def": {"serving_default": {"method_name": "tensorflow/serving/predict"}}}
+    },
+}
+PROBABILITIES = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+PREDICTION = {
+    "type": "object",
+    "description": "One row of class probabilities per image: `predictions` answers `instances`, "
+    "`outputs` answers `inputs`.",
+    "properties": {"predictions": PROBABILITIES, "outputs": PROBABILITIES},
+}
+PREDICT_REQUEST = {
+    "type": "object",
+    "description": "The images in row format (`instances`, one value per image) or columnar format "
+    '(`inputs`): encoded images as `{"b64": "<base64 of the file>"}` for `serving_default`, pixels as '
+    "nested lists [height][width][3] for `predict_pixels`; a value may also be an object naming the "
+    'input (`{"image_bytes": ...}`, `{"pixels": ...}`).',
+    "properties": {
+        "signature_name": {"type": "string", "enum": [IMAGES, PIXELS], "default": IMAGES},
+        "instances": {"type": "array", "items": {}},
+        "inputs": {},
+    },
+    "example": {"instances": [{"b64": "iVBORw0KGgo="}]},
+}
 
 
 def model_spec(request: Request) -> tuple[str, int | None, str | None]:
@@ -187,7 +263,7 @@ def pixel_array(values: list[Any], where: str) -> np.ndarray:
         ) from None
 
 
-@model_route("GET")
+@model_route("GET", responses=answers(MODEL_STATUS, STATUS_EXAMPLE, 400, 404, 503))
 async def model_status(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
     """TF Serving's model status: the state of every version, or of the one named."""
     name, version, label = model_spec(request)
@@ -200,7 +276,7 @@ async def model_status(request: Request, dataplane: DataPlaneDep) -> JSONRespons
     return JSONResponse(model_status_body(name, statuses, version))
 
 
-@model_route("GET", "/metadata")
+@model_route("GET", "/metadata", responses=answers(MODEL_METADATA, METADATA_EXAMPLE, 400, 404, 503))
 async def model_metadata(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
     """TF Serving's model metadata: the version's SignatureDefs, read from its saved_model.pb."""
     name, version, label = model_spec(request)
@@ -211,7 +287,14 @@ async def model_metadata(request: Request, dataplane: DataPlaneDep) -> JSONRespo
     )
 
 
-@model_route("POST", ":{method:tfs_method}")
+@model_route(
+    "POST",
+    ":{method:tfs_method}",
+    responses=answers(PREDICTION, {"predictions": [[0.91, 0.06, 0.03]]}, 400, 404, 413, 503),
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": PREDICT_REQUEST}}}
+    },
+)
 async def predict(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
     """TF Serving's Predict: `instances` or `inputs`, answered as `predictions` or `outputs`."""
     name, version, label = model_spec(request)
@@ -261,7 +344,9 @@ def predict_body(key: str, inference: Inference) -> dict[str, Any]:
     return {key: [dict(zip(outputs, row, strict=True)) for row in zip(*outputs.values(), strict=True)]}
 
 
-@router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@router.api_route(
+    "/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+)
 async def malformed(request: Request) -> None:
     """Any other /v1 path: TF Serving answers 400, not 404."""
     if request.url.path.rstrip("/") == "/v1/models":

@@ -13,6 +13,7 @@ unless they use the file field's name.
 
 import codecs
 import io
+from http import HTTPStatus
 from typing import Any
 
 import python_multipart
@@ -56,7 +57,7 @@ async def read_uploads(request: Request, field: str, count_files: ImageCounter) 
     if content_type != b"multipart/form-data":
         raise _missing(field)
     if b"boundary" not in options:
-        raise HTTPException(400, "Missing boundary in multipart.")
+        raise HTTPException(HTTPStatus.BAD_REQUEST, "Missing boundary in multipart.")
     parts = _Parts(field, _charset(options), count_files)
     parser = python_multipart.MultipartParser(options[b"boundary"], parts.callbacks())
     try:
@@ -64,7 +65,7 @@ async def read_uploads(request: Request, field: str, count_files: ImageCounter) 
             parser.write(chunk)
         parser.finalize()
     except FormParserError as error:
-        raise HTTPException(400, "Invalid multipart data.") from error
+        raise HTTPException(HTTPStatus.BAD_REQUEST, "Invalid multipart data.") from error
     if parts.not_files:
         raise RequestValidationError(
             [
@@ -145,12 +146,16 @@ class _Parts:
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._disposition)
         if b"name" not in options:
-            raise HTTPException(400, 'The Content-Disposition header field "name" must be provided.')
+            raise HTTPException(
+                HTTPStatus.BAD_REQUEST, 'The Content-Disposition header field "name" must be provided.'
+            )
         is_file = b"filename" in options
         if _decode(options[b"name"], self.charset) != self.field:
             self._fields += not is_file
             if self._fields > MAX_FIELDS:
-                raise HTTPException(400, f"Too many fields. Maximum number of fields is {MAX_FIELDS}.")
+                raise HTTPException(
+                    HTTPStatus.BAD_REQUEST, f"Too many fields. Maximum number of fields is {MAX_FIELDS}."
+                )
             return
         self._ours += 1
         if not is_file:

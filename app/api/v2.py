@@ -27,22 +27,121 @@ from fastapi import APIRouter, Request, Response
 
 from app.api.dataplane import ImageCounter, Inference
 from app.api.deps import VERSION_HEADER, DataPlaneDep
-from app.api.protocols import ModelRoutes, is_whole_number, parse_json_object
+from app.api.protocols import BINARY, ModelRoutes, answers, is_whole_number, parse_json_object
 from app.errors import InvalidInput
 from app.runtime.classifier import Classifier, Upload
 
-router = APIRouter(include_in_schema=False)  # the protocol's own specification describes this API
+router = APIRouter(tags=["Open Inference Protocol (/v2)"])
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
 IMAGES, PIXELS, OUTPUT = "image_bytes", "pixels", "probabilities"
 SCORE, CONFIDENT = "ood_score", "confident"
 HEADER_LENGTH = "Inference-Header-Content-Length"
-BINARY = {"FP32": "<f4", "BOOL": "u1"}  # the binary tensor data's element types (Triton's: BOOL a byte)
+ELEMENT_TYPES = {"FP32": "<f4", "BOOL": "u1"}  # binary tensor data, as Triton: a BOOL is a byte
 _END = object()
 MAX_DIMENSIONS = 64  # numpy's: a shape of more dimensions cannot be an array
 MODEL = "/v2/models/{name}"
 VERSIONS = ("", "/versions/{version}")
-model_route = ModelRoutes(router, MODEL, VERSIONS)
+model_route = ModelRoutes(
+    router,
+    MODEL,
+    VERSIONS,
+    {
+        "name": {"schema": {"type": "string"}, "description": "The model's name (MODEL_NAME)."},
+        "version": {
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            "description": "A version of the model.",
+        },
+    },
+)
+
+# The OpenAPI description of the answers and of an inference request; the protocol's has more.
+TENSOR = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": -1},
+            "description": "-1: any size.",
+        },
+        "data": {"type": "array", "description": "The elements in row-major order, flat or nested."},
+        "parameters": {
+            "type": "object",
+            "description": "`binary_data_size`: its data is binary, after the JSON.",
+        },
+    },
+}
+INFER_REQUEST = {
+    "type": "object",
+    "required": ["inputs"],
+    "description": f"One input: `{IMAGES}` (BYTES, one encoded image per element, base64 in JSON) or "
+    f"`{PIXELS}` (FP32 [images, height, width, 3], RGB in 0..255 at the model's input size). With binary "
+    f"tensor data the JSON is followed by the tensors' bytes and its length is in `{HEADER_LENGTH}`.",
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+        "inputs": {"type": "array", "items": TENSOR, "minItems": 1, "maxItems": 1},
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "enum": [OUTPUT]},
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "binary_data": {"type": "boolean"},
+                            "classification": {"type": "integer", "minimum": 1},
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "example": {"inputs": [{"name": IMAGES, "datatype": "BYTES", "shape": [1], "data": ["iVBORw0KGgo="]}]},
+}
+INFER_RESPONSE = {
+    "type": "object",
+    "required": ["model_name", "model_version", "outputs"],
+    "properties": {
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "id": {"type": "string"},
+        "outputs": {"type": "array", "items": TENSOR},
+    },
+}
+INFER_EXAMPLE = {
+    "model_name": "inception_v2",
+    "model_version": "1",
+    "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [1, 3], "data": [0.91, 0.06, 0.03]}],
+}
+MODEL_METADATA = {
+    "type": "object",
+    "required": ["name", "versions", "platform", "inputs", "outputs"],
+    "properties": {
+        "name": {"type": "string"},
+        "versions": {"type": "array", "items": {"type": "string"}},
+        "platform": {"type": "string"},
+        "inputs": {"type": "array", "items": TENSOR},
+        "outputs": {"type": "array", "items": TENSOR},
+    },
+}
+
+
+METADATA_EXAMPLE = {
+    "name": "inception_v2",
+    "versions": ["1"],
+    "platform": "tensorflow_savedmodel",
+    "inputs": [
+        {"name": IMAGES, "datatype": "BYTES", "shape": [-1]},
+        {"name": PIXELS, "datatype": "FP32", "shape": [-1, 224, 224, 3]},
+    ],
+    "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, 3]}],
+}
 
 
 @dataclass
@@ -344,7 +443,11 @@ def infer_response(
     for requested, (datatype, shape, data) in outputs:
         tensor: dict[str, Any] = {"name": requested.name, "datatype": datatype, "shape": shape}
         if requested.binary:
-            raw = serialize_bytes(data) if datatype == "BYTES" else data.astype(BINARY[datatype]).tobytes()
+            raw = (
+                serialize_bytes(data)
+                if datatype == "BYTES"
+                else data.astype(ELEMENT_TYPES[datatype]).tobytes()
+            )
             tensor["parameters"] = {"binary_data_size": len(raw)}
             binary_parts.append(raw)
         elif datatype != "BYTES":
@@ -363,26 +466,55 @@ def infer_response(
     )
 
 
-@router.get("/v2")
+@router.get(
+    "/v2",
+    response_model=None,
+    responses=answers(
+        {
+            "type": "object",
+            "required": ["name", "version", "extensions"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "extensions": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        {"name": "inception-v2-service", "version": "0.1.0", "extensions": EXTENSIONS},
+    ),
+)
 async def server_metadata(request: Request) -> dict[str, Any]:
     """The server's name, version and protocol extensions."""
     return {"name": "inception-v2-service", "version": request.app.version, "extensions": EXTENSIONS}
 
 
-@router.get("/v2/health/live")
+@router.get(
+    "/v2/health/live",
+    response_model=None,
+    responses=answers(
+        {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}, {"live": True}
+    ),
+)
 async def server_live() -> dict[str, bool]:
     """Live while the process answers."""
     return {"live": True}
 
 
-@router.get("/v2/health/ready")
+@router.get(
+    "/v2/health/ready",
+    response_model=None,
+    responses=answers(
+        {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}},
+        {"ready": True},
+        503,
+    ),
+)
 async def server_ready(dataplane: DataPlaneDep) -> dict[str, bool]:
     """Ready while a version of the model can answer; 503 before, and once shutdown begins."""
     dataplane.ready()
     return {"ready": True}
 
 
-@model_route("GET")
+@model_route("GET", response_model=None, responses=answers(MODEL_METADATA, METADATA_EXAMPLE, 400, 404, 503))
 async def model_metadata(request: Request, dataplane: DataPlaneDep) -> dict[str, Any]:
     """The model's inputs and outputs, with their datatypes and shapes."""
     name, version = model_path(request)
@@ -391,7 +523,22 @@ async def model_metadata(request: Request, dataplane: DataPlaneDep) -> dict[str,
     return model_metadata_body(name, versions, classifier)
 
 
-@model_route("GET", "/ready")
+@model_route(
+    "GET",
+    "/ready",
+    response_model=None,
+    responses=answers(
+        {
+            "type": "object",
+            "required": ["name", "ready"],
+            "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+        },
+        {"name": "inception_v2", "ready": True},
+        400,
+        404,
+        503,
+    ),
+)
 async def model_ready(request: Request, dataplane: DataPlaneDep) -> dict[str, Any]:
     """200 while the model (or the version named) can answer; 503 while it loads, 404 if unknown."""
     name, version = model_path(request)
@@ -399,7 +546,27 @@ async def model_ready(request: Request, dataplane: DataPlaneDep) -> dict[str, An
     return {"name": name, "ready": True}
 
 
-@model_route("POST", "/infer")
+@model_route(
+    "POST",
+    "/infer",
+    response_model=None,
+    responses=answers(INFER_RESPONSE, INFER_EXAMPLE, 400, 404, 413, 503, binary=True),
+    openapi_extra={
+        "parameters": [
+            {
+                "name": HEADER_LENGTH,
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                "description": "With binary tensor data: the length of the JSON before it.",
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": INFER_REQUEST}} | BINARY,
+        },
+    },
+)
 async def infer(request: Request, dataplane: DataPlaneDep) -> Response:
     """Classify the request's images (BYTES) or pixels (FP32)."""
     name, version = model_path(request)

@@ -10,6 +10,9 @@ It starts a batch as soon as one of these holds:
   add latency (a lone client never waits for a batch to fill);
 - the oldest queued image has waited BATCH_TIMEOUT_MS.
 While a batch runs, new images queue up and form the next batch, so batches grow with the load.
+
+How large a batch to form is the model's own answer on this machine (`choose_batching`): a CPU may
+run a network faster per image at batch 1 than at any larger batch, a GPU gains up to hundreds.
 """
 
 import asyncio
@@ -34,6 +37,34 @@ Predict = Callable[[np.ndarray], np.ndarray]
 BatchObserver = Callable[[int, float], None]
 # How much each request moves `Batcher.images_per_request`: about the last ten requests count.
 RECENT_WEIGHT = 0.2
+# A larger batch is chosen only for this much more throughput than the size chosen below it: a
+# smaller gain is within what a busy machine's timings vary by, and each larger batch costs every
+# image in it the latency of the whole call.
+MIN_GAIN = 0.05
+
+
+@dataclass(frozen=True)
+class BatchChoice:
+    """The largest batch the batcher forms, and whether an image waits for others to join it."""
+
+    max_batch_size: int
+    wait: bool
+
+
+def choose_batching(images_per_second: dict[int, float], gain: float = MIN_GAIN) -> BatchChoice:
+    """The batch size beyond which the model's throughput stops growing by more than `gain`.
+
+    Going up the sizes measured, a size is taken when it beats the size taken so far by `gain`:
+    on a curve that keeps rising that is the largest, on a flat or falling one it is the smallest,
+    and on one that dips and recovers it is a larger size only if that beats the smaller ones.
+    Waiting for a batch to fill pays only when a batch is faster per image than one image alone.
+    """
+    sizes = sorted(images_per_second)
+    chosen = sizes[0]
+    for size in sizes[1:]:
+        if images_per_second[size] >= (1 + gain) * images_per_second[chosen]:
+            chosen = size
+    return BatchChoice(chosen, wait=chosen > 1)
 
 
 @dataclass(eq=False)
@@ -72,6 +103,11 @@ class Batcher:
         # ask for (the door's guess, app/api/admission.py). 1 until requests have been seen.
         self.images_per_request = 1.0
         self.failures = 0  # model calls that raised (the metrics read it)
+        # CPU seconds the decoder threads spent preparing this batcher's images, and the inference
+        # thread in model calls (TensorFlow's own threads do the rest of the model's work): with the
+        # process's CPU clock they tell what serving costs beyond them (benchmarks/load.py).
+        self.decode_cpu_seconds = 0.0
+        self.inference_cpu_seconds = 0.0
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
@@ -179,7 +215,7 @@ class Batcher:
             self._deliver(expired, [error] * len(expired))
 
     def _infer(self, batch: list[_Item]) -> None:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         try:
             probabilities = self._predict(np.stack([item.pixels for item in batch]))
         except Exception:
@@ -194,6 +230,7 @@ class Batcher:
             logger.exception("Inference failed on one image")
             self._deliver(batch, [InferenceFailed("The model failed on this image; see the server log")])
             return
+        self.inference_cpu_seconds += time.thread_time() - cpu  # only this thread writes it
         if self._on_batch is not None:
             self._on_batch(len(batch), time.perf_counter() - start)
         self._deliver(batch, list(probabilities))
@@ -252,14 +289,17 @@ class Admission:
         self, prepare: Callable[[Any], np.ndarray], given: Any, index: int, items: list[_Item]
     ) -> None:
         """On a decoder thread: prepare input `index`; the last one of the request queues them all."""
+        started = time.thread_time()
         try:
             items[index].pixels = prepare(given)
         except Exception as error:  # an invalid image, or a bug: the request answers it either way
             failed: BaseException | None = error
         else:
             failed = None
+        cpu_seconds = time.thread_time() - started
         batcher = self._batcher
         with batcher._condition:
+            batcher.decode_cpu_seconds += cpu_seconds
             if failed is not None:
                 self._errors[index] = failed
             self._decoding -= 1

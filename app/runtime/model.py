@@ -1,6 +1,7 @@
 """Find a model version in the repository, load it onto the GPU when there is one, and warm it up."""
 
 import logging
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,27 @@ logger = logging.getLogger(__name__)
 METADATA_FILE = "metadata.json"
 SIGNATURES = ("predict_pixels", "resize_image")
 MISSING_METADATA = "{}: missing; every version needs the metadata its exporter writes"
+# Rounds of timed calls at each batch size after the first call: at least MIN_ROUNDS, so one
+# preempted call cannot decide alone; at most MAX_ROUNDS, where a fast model's medians are settled.
+MIN_ROUNDS, MAX_ROUNDS = 3, 15
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """The model's steady time for one call at one batch size: the median of `calls` timed calls."""
+
+    batch_size: int
+    seconds: float
+    calls: int
+
+    @property
+    def images_per_second(self) -> float:
+        return self.batch_size / self.seconds
+
+
+def timed_batch_sizes(largest: int) -> list[int]:
+    """The batch sizes the curve is timed at: powers of two below `largest`, and `largest`."""
+    return sorted({2**i for i in range(largest.bit_length()) if 2**i < largest} | {largest})
 
 
 @dataclass
@@ -31,6 +53,8 @@ class Model:
     saved_model: Any = field(repr=False)
     warmup_seconds: float = 0.0
     warmup_batch_sizes: list[int] = field(default_factory=list)
+    first_calls_seconds: float = 0.0  # the part of warm-up spent on each batch size's first call
+    batch_curve: list[BatchTiming] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._resize = self.saved_model.signatures["resize_image"]
@@ -78,8 +102,9 @@ class Model:
         """float32 [batch, height, width, 3] in 0..255 -> probabilities [batch, classes]."""
         return self.infer(pixels)["probabilities"]
 
-    def warm_up(self, batch_sizes: list[int]) -> None:
-        """Run every batch size the batcher can form once, so no request pays for a first call."""
+    def warm_up(self, batch_sizes: list[int], measure_seconds: float = 0.0) -> None:
+        """Run every batch size the batcher can form once, so no request pays for a first call; then,
+        with `measure_seconds`, time the model at `timed_batch_sizes` (see `measure_batch_curve`)."""
         start = time.perf_counter()
         size = self.metadata.input
         self.resize(np.zeros((size.height + 1, size.width + 1, 3), np.uint8))
@@ -91,8 +116,33 @@ class Model:
                     f"{self.path}: the model gives probabilities of shape {list(probabilities.shape[1:])} "
                     f"per image, but {METADATA_FILE} lists {len(self.labels)} labels"
                 )
+        self.first_calls_seconds = time.perf_counter() - start
+        if measure_seconds > 0:
+            self.batch_curve = self.measure_batch_curve(
+                pixels, timed_batch_sizes(max(batch_sizes)), measure_seconds
+            )
         self.warmup_seconds = time.perf_counter() - start
         self.warmup_batch_sizes = list(batch_sizes)
+
+    def measure_batch_curve(
+        self, pixels: np.ndarray, batch_sizes: list[int], seconds: float
+    ) -> list[BatchTiming]:
+        """The median time of a call at each of `batch_sizes`, in rounds that call each size in turn,
+        so that a moment when the machine is busy slows every size alike rather than one of them.
+
+        Rounds go on while under `seconds` in all, from MIN_ROUNDS to MAX_ROUNDS: a slow model's
+        MIN_ROUNDS may take longer than `seconds` (its first calls took longer still).
+        """
+        times: dict[int, list[float]] = {size: [] for size in batch_sizes}
+        start = time.perf_counter()
+        for round_ in range(MAX_ROUNDS):
+            if round_ >= MIN_ROUNDS and time.perf_counter() - start >= seconds:
+                break
+            for size in batch_sizes:
+                called = time.perf_counter()
+                self.predict(pixels[:size])
+                times[size].append(time.perf_counter() - called)
+        return [BatchTiming(size, statistics.median(calls), len(calls)) for size, calls in times.items()]
 
 
 def list_versions(model_dir: Path) -> dict[int, Path]:

@@ -1,6 +1,5 @@
 """The service under test: settings for the session's tiny model, a shared client, and test images."""
 
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,38 +8,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import IMAGE_SIZE, MODEL_NAME
-from tests.hostile_model import export_hostile_model
+from tests.hostile_model import HOSTILE_MODEL, export_hostile_model
+from tests.support.models import IMAGE_SIZE, MODEL_NAME
 
 if TYPE_CHECKING:
     from tests.app.servers import Server
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def noise(width: int, height: int, seed: int = 0) -> Image.Image:
-    """Random RGB pixels: every model input different, and images that compress badly (large files)."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
-
-
-def png(width: int = 40, height: int = 30, seed: int = 0) -> bytes:
-    return encode(noise(width, height, seed))
-
-
-def jpeg(width: int = 40, height: int = 30, seed: int = 0) -> bytes:
-    return encode(noise(width, height, seed), "JPEG")
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +23,14 @@ def make_settings(model_repository: Path) -> Callable[..., Settings]:
     """Settings serving the session's model, with any field overridden."""
 
     def make(**overrides) -> Settings:
-        defaults = {"model_base_path": model_repository, "model_name": MODEL_NAME, "max_batch_size": 8}
+        # MAX_BATCH_SIZE as set, not timed: tests of batching need batches of up to 8, whatever batch
+        # size the tiny model gains from on this machine (tests/app/test_batching.py times models).
+        defaults = {
+            "model_base_path": model_repository,
+            "model_name": MODEL_NAME,
+            "max_batch_size": 8,
+            "batch_measure_s": 0,
+        }
         return Settings(**(defaults | overrides))
 
     return make
@@ -63,9 +45,6 @@ class HostileRepository:
     entered: Path
 
 
-HOSTILE_MODEL = "hostile"
-
-
 @pytest.fixture(scope="session")
 def hostile_repository(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> HostileRepository:
     base = tmp_path_factory.mktemp("hostile-models")
@@ -73,11 +52,6 @@ def hostile_repository(model_repository: Path, tmp_path_factory: pytest.TempPath
     metadata = model_repository / MODEL_NAME / "1" / "metadata.json"
     export_hostile_model(base / HOSTILE_MODEL / "1", metadata, gate, entered, IMAGE_SIZE)
     return HostileRepository(base, gate, entered)
-
-
-def solid_png(value: int, size: int = 40) -> bytes:
-    """A PNG of one grey level: `hostile_model.WHITE` and `GREY` trigger that model's misbehaviour."""
-    return encode(Image.new("RGB", (size, size), (value, value, value)))
 
 
 @pytest.fixture(scope="session")
@@ -131,27 +105,3 @@ def live_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory
 
     with running_server(model_repository, tmp_path_factory.mktemp("live") / "server.log") as server:
         yield server
-
-
-def files(*uploads: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes]]]:
-    """Multipart parts named `file`, as `curl -F file=@a.png -F file=@b.png` sends them."""
-    return [("file", (name, data)) for name, data in uploads]
-
-
-def problem(response, status: int, type_: str, title: str, detail: str, **extra) -> None:
-    """Assert an RFC 9457 problem body, exactly."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert response.json() == {"type": type_, "title": title, "status": status, "detail": detail, **extra}
-
-
-def samples(client: TestClient) -> dict[tuple, float]:
-    """Every sample of /metrics, keyed by (name, sorted labels)."""
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.app.conftest import ROOT
+from tests.support import ROOT
 
 BOUNDARY = "test-boundary"
 

@@ -11,9 +11,10 @@ from fastapi.testclient import TestClient
 
 from app.api.admission import target
 from app.main import create_app
-from tests.app.conftest import files, png, problem, samples
 from tests.app.servers import BOUNDARY, metric, multipart, running_server, wait_for
-from tests.conftest import MODEL_NAME
+from tests.support.http import files, problem, samples
+from tests.support.images import png
+from tests.support.models import MODEL_NAME
 
 OVERLOADED = "urn:inception-v2-service:problem:overloaded"
 

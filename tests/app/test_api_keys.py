@@ -4,7 +4,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.app.conftest import files, png, problem
+from tests.support.http import files, problem
+from tests.support.images import png
 
 UNAUTHORIZED = "urn:inception-v2-service:problem:unauthorized"
 MISSING = "An API key is required: send Authorization: Bearer <key> or X-API-Key: <key>"
@@ -92,3 +93,22 @@ def test_keys_are_not_shown_by_the_settings(make_settings):
 
     assert "s3cret-key" not in repr(settings)
     assert "s3cret-key" not in str(settings.model_dump())
+
+
+def test_openapi_describes_the_keys_so_that_authorize_in_docs_sends_one(guarded):
+    spec = guarded.get("/openapi.json").json()
+
+    assert spec["components"]["securitySchemes"] == {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "X-API-Key: <key>"},
+    }
+    assert spec["security"] == [{"bearer": []}, {"apiKey": []}]  # either one
+    assert spec["paths"]["/healthz"]["get"]["security"] == []  # open: no key asked for
+    assert spec["paths"]["/metrics"]["get"]["security"] == []
+    assert "security" not in spec["paths"]["/predict"]["post"]  # the document's default: a key
+
+
+def test_openapi_asks_for_no_key_when_none_is_configured(client):
+    spec = client.get("/openapi.json").json()
+
+    assert "securitySchemes" not in spec["components"] and "security" not in spec

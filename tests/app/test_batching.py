@@ -5,16 +5,20 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from app.errors import InferenceFailed, ModelNotReady, Overloaded, RequestTimedOut
-from app.runtime.batcher import Batcher
-from app.runtime.model import Model, load_version, place_on_device
-from tests.app.conftest import HOSTILE_MODEL
-from tests.conftest import IMAGE_SIZE, MODEL_NAME
-from tests.hostile_model import WHITE
+from app.main import create_app
+from app.runtime.batcher import BatchChoice, Batcher, choose_batching
+from app.runtime.model import MIN_ROUNDS, Model, load_version, place_on_device, timed_batch_sizes
+from tests.hostile_model import HOSTILE_MODEL, WHITE, mean_colour_probabilities, save_test_model
+from tests.support.http import samples
+from tests.support.images import png
+from tests.support.models import IMAGE_SIZE, MODEL_NAME
 
 
 @pytest.fixture(scope="module")
@@ -312,3 +316,164 @@ def test_close_finishes_queued_images_then_refuses_new_ones(make_batcher, record
     assert recorder.batches == [[5]]
     with pytest.raises(ModelNotReady), batcher.admit(1):
         pass
+
+
+def test_decoding_cpu_time_is_counted_for_images_prepared_on_the_pool(make_batcher, decoders):
+    batcher = make_batcher()
+
+    async def run() -> None:
+        with batcher.admit(1) as admission:
+            await admission.predict([image(1)])
+        assert batcher.decode_cpu_seconds == 0  # pixels given: nothing decoded
+        with batcher.admit(2) as admission:
+            await admission.prepare_and_predict(decoders, busy_image, [2, 3])
+
+    within_deadline(run())
+
+    assert batcher.decode_cpu_seconds > 0
+
+
+def busy_image(value: int) -> np.ndarray:
+    """An image that takes some CPU to make, as decoding does."""
+    np.linalg.svd(np.random.default_rng(value).random((200, 200)))
+    return image(value)
+
+
+# Choosing the batch size from the model's curve: what the rule gives on curves of each shape.
+
+
+@pytest.mark.parametrize(
+    ("images_per_second", "chosen"),
+    [
+        ({1: 24.2, 2: 16.6, 4: 12.8, 8: 11.6, 16: 18.0, 32: 18.1}, BatchChoice(1, wait=False)),  # inverted
+        ({1: 100.0, 2: 101.0, 4: 103.0, 8: 104.0}, BatchChoice(1, wait=False)),  # flat within noise
+        ({1: 74.4, 2: 117.4, 4: 174.3, 8: 229.6, 16: 245.7, 32: 271.7}, BatchChoice(32, wait=True)),
+        ({1: 50.0, 2: 90.0, 4: 150.0, 8: 153.0, 16: 155.0}, BatchChoice(4, wait=True)),  # a plateau
+        ({1: 30.0, 2: 20.0, 4: 25.0, 8: 40.0}, BatchChoice(8, wait=True)),  # dips, then beats batch 1
+        ({1: 30.0, 2: 31.0, 4: 32.0, 8: 33.0}, BatchChoice(4, wait=True)),  # small steps, once 5 % in all
+        ({1: 42.0}, BatchChoice(1, wait=False)),
+    ],
+)
+def test_the_batch_size_chosen_is_where_throughput_stops_growing_by_five_percent(images_per_second, chosen):
+    assert choose_batching(images_per_second) == chosen
+
+
+@pytest.mark.parametrize(
+    ("largest", "sizes"),
+    [(1, [1]), (2, [1, 2]), (6, [1, 2, 4, 6]), (8, [1, 2, 4, 8]), (33, [1, 2, 4, 8, 16, 32, 33])],
+)
+def test_the_curve_is_timed_at_powers_of_two_and_the_largest_batch(largest, sizes):
+    assert timed_batch_sizes(largest) == sizes
+
+
+# Per batch size: milliseconds each call sleeps, besides the ops around the sleep (5 to 40 ms per
+# call with a load average of 20 on two cores). Large against that: the inverted curve would choose
+# batch 2 only if the median call at batch 1 were delayed by over 110 ms (plus half of any delay at
+# batch 2), and the fixed cost less than batch 4 only if the one at 4 were, by over 135 ms.
+SLEEPY_MODELS = {
+    "inverted": lambda batch: 100 * batch * batch,  # 100, 200 ms per image at batch 1, 2
+    "per_call": lambda batch: 150,  # 150, 75, 37.5 ms per image at batch 1, 2, 4
+}
+
+
+def export_sleepy_model(version_dir: Path, metadata_from: Path, sleep_ms) -> None:
+    """A SavedModel with the service's two signatures whose `predict_pixels` sleeps per call for
+    `sleep_ms(batch size)` (a TensorFlow expression), so its batch curve has the shape we give it,
+    and answers as tests/hostile_model.py's model does."""
+    import tensorflow as tf
+
+    # tf.data's sleep transformation (for tests, not in tf's public API): the only sleep that a
+    # SavedModel keeps. It sleeps before each element is read; reading an empty dataset reads one.
+    from tensorflow.python.data.experimental.ops.testing import sleep
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32, name="pixels")]
+    )
+    def predict_pixels(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        batch = tf.cast(tf.shape(pixels)[0], tf.int64)
+        slept = (
+            tf.data.Dataset.range(0)
+            .apply(sleep(sleep_ms(batch) * 1000))
+            .reduce(tf.constant(0, tf.int64), tf.add)
+        )
+        with tf.control_dependencies([slept]):
+            return mean_colour_probabilities(pixels)
+
+    save_test_model(version_dir, metadata_from, predict_pixels, IMAGE_SIZE)
+
+
+@pytest.fixture(scope="module")
+def sleepy_repository(model_repository, tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("sleepy-models")
+    for name, sleep_ms in SLEEPY_MODELS.items():
+        export_sleepy_model(
+            base / name / "1", model_repository / MODEL_NAME / "1" / "metadata.json", sleep_ms
+        )
+    return base
+
+
+def batching_of(sleepy_repository: Path, make_settings, name: str, max_batch_size: int) -> tuple[dict, dict]:
+    """The sleepy model `name`'s batching in /model, and its metrics, served with its curve timed."""
+    # The smallest budget: MIN_ROUNDS timed calls at each size, however slow.
+    settings = make_settings(
+        model_base_path=sleepy_repository,
+        model_name=name,
+        max_batch_size=max_batch_size,
+        batch_measure_s=0.001,
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/predict", files={"file": ("a.png", png())}).status_code == 200
+        runtime = client.get("/model").json()["runtime"]
+        return runtime, samples(client)
+
+
+def test_a_model_slower_per_image_in_batches_runs_one_image_at_a_time_without_waiting(
+    sleepy_repository, make_settings
+):
+    runtime, metrics = batching_of(sleepy_repository, make_settings, "inverted", max_batch_size=2)
+
+    batching = runtime["batching"]
+    assert (batching["max_batch_size"], batching["batch_timeout_ms"]) == (1, 0)
+    assert [(t["batch_size"], t["calls"]) for t in batching["curve"]] == [(1, MIN_ROUNDS), (2, MIN_ROUNDS)]
+    first, second = batching["curve"]
+    assert first["images_per_second"] > second["images_per_second"]
+    assert second["ms_per_call"] >= 400  # it slept, so the curve is the model's own
+    assert (runtime["max_batch_size"], runtime["batch_timeout_ms"], runtime["batch_measure_s"]) == (
+        2,
+        5,
+        0.001,
+    )
+    assert runtime["warmup_seconds"] > runtime["first_calls_seconds"] > 0
+    version = (("version", "1"),)
+    assert metrics[("inference_batch_size_limit", version)] == 1
+    for timing in batching["curve"]:
+        key = (
+            "inference_batch_curve_images_per_second",
+            (("batch_size", str(timing["batch_size"])), *version),
+        )
+        assert metrics[key] == pytest.approx(timing["images_per_second"])
+    assert metrics[("inference_decode_cpu_seconds_total", version)] > 0  # the PNG posted
+    assert metrics[("inference_model_cpu_seconds_total", version)] > 0
+    assert metrics[("event_loop_cpu_seconds_total", ())] > 0
+
+
+def test_a_model_with_a_fixed_cost_per_call_gets_the_largest_batch_and_waits_for_it(
+    sleepy_repository, make_settings
+):
+    runtime, metrics = batching_of(sleepy_repository, make_settings, "per_call", max_batch_size=4)
+
+    batching = runtime["batching"]
+    assert (batching["max_batch_size"], batching["batch_timeout_ms"]) == (4, 5)
+    assert [t["batch_size"] for t in batching["curve"]] == [1, 2, 4]
+    assert metrics[("inference_batch_size_limit", (("version", "1"),))] == 4
+
+
+def test_the_batch_size_is_taken_as_set_when_the_curve_is_not_timed(client):
+    batching = client.get("/model").json()["runtime"]["batching"]  # the shared app: BATCH_MEASURE_S=0
+
+    assert batching == {"max_batch_size": 8, "batch_timeout_ms": 5, "curve": []}
+
+
+def test_the_cpu_time_of_tensorflows_own_threads_is_counted(client):
+    # Warm-up ran the model at 8 batch sizes on TensorFlow's threads: well over a clock tick.
+    assert samples(client)[("native_threads_cpu_seconds_total", ())] > 0

@@ -11,18 +11,22 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from app.connections import Turns
-from tests.app.conftest import png
+from app.connections import Turns, uvicorn_mismatches
 from tests.app.servers import (
     BOUNDARY,
     Server,
+    metric,
     multipart,
     read_until_closed,
+    running_server,
     start_server,
     stop,
+    wait_for,
     wait_until_ready,
 )
+from tests.support.images import png
 
 KEY = "connections-test-key"
 HEADER_TIMEOUT_S = 10  # long enough that 200 connections open well within it, on the busiest machine
@@ -67,6 +71,28 @@ def still_open(connection: socket.socket) -> bool:
         return connection.recv(1, socket.MSG_PEEK) != b""
     except BlockingIOError:
         return True
+
+
+def read_while_trickling(connection: socket.socket, data: bytes) -> str:
+    """What the server sends until it closes the connection, while `data` goes out a byte at a time."""
+    stop_sending = threading.Event()
+
+    def trickle() -> None:
+        for byte in data:
+            if stop_sending.wait(0.05):
+                return
+            try:
+                connection.send(bytes([byte]))
+            except OSError:  # the server closed the connection
+                return
+
+    sender = threading.Thread(target=trickle)
+    sender.start()
+    try:
+        return read_until_closed(connection)
+    finally:
+        stop_sending.set()
+        sender.join(timeout=DEADLINE_S)
 
 
 def test_requests_let_in_together_start_a_few_per_turn_of_the_event_loop():
@@ -126,7 +152,6 @@ def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(server):
 
 def test_a_trickling_body_gets_408(server):
     body = multipart("a.png", png())
-    stop_sending = threading.Event()
 
     with connect(server) as trickler:
         trickler.sendall(
@@ -134,23 +159,7 @@ def test_a_trickling_body_gets_408(server):
             + f"X-API-Key: {KEY}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n".encode()
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
         )
-
-        def trickle() -> None:
-            for byte in body[:-1]:  # never the whole body
-                if stop_sending.wait(0.05):
-                    return
-                try:
-                    trickler.send(bytes([byte]))
-                except OSError:  # the server closed the connection
-                    return
-
-        sender = threading.Thread(target=trickle)
-        sender.start()
-        try:
-            answer = read_until_closed(trickler)
-        finally:
-            stop_sending.set()
-            sender.join(timeout=DEADLINE_S)
+        answer = read_while_trickling(trickler, body[:-1])  # never the whole body
 
     assert answer.startswith("HTTP/1.1 408 ")
     assert "content-type: application/problem+json" in answer.lower()
@@ -194,3 +203,100 @@ def test_api_keys_guard_the_real_server_and_never_reach_its_log(server):
     assert predict(server).status_code == 200
     assert httpx.get(f"{server.url}/readyz", timeout=DEADLINE_S).status_code == 200
     assert KEY not in server.output() and "not-the-key" not in server.output()
+
+
+@pytest.fixture(scope="module")
+def full_server(model_repository, tmp_path_factory) -> Iterator[Server]:
+    """A queue of one image: an upload in progress fills it, and the door refuses the next request."""
+    log = tmp_path_factory.mktemp("full") / "server.log"
+    limits = {"MAX_QUEUE_SIZE": "1", "MAX_FILES": "1", "BODY_TIMEOUT_S": "5", "KEEP_ALIVE_TIMEOUT_S": "1"}
+    with running_server(model_repository, log, **limits) as server:
+        yield server
+
+
+def refused_at_the_door(server: Server) -> tuple[socket.socket, bytes]:
+    """A connection whose request the door has refused, kept open for its body; and that body.
+
+    An upload in progress fills the queue while the refused request's head is sent (the upload's
+    own BODY_TIMEOUT_S then ends it)."""
+    body = multipart("a.png", png())
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
+    ).encode()
+    filling = connect(server)
+    filling.sendall(head + body[:10])
+    wait_for(lambda: metric(server, "http_requests_in_progress") == 2, "one upload in progress")
+    refused = connect(server)
+    refused.sendall(head)
+    answer = refused.recv(65536).decode()
+    filling.close()
+    assert answer.startswith("HTTP/1.1 503 Service Unavailable\r\n"), answer
+    assert "connection: close" not in answer.lower()  # kept, for the body to be skipped
+    return refused, body
+
+
+def test_a_refused_request_whose_body_trickles_is_cut_off_after_body_timeout(full_server):
+    connection, body = refused_at_the_door(full_server)
+    with connection:
+        assert read_while_trickling(connection, body) == ""  # within DEADLINE_S, or recv raises
+    assert "refused request's body took over BODY_TIMEOUT_S" in full_server.output()
+
+
+def test_a_connection_idle_after_a_refused_requests_body_is_closed_after_the_keep_alive_timeout(
+    full_server,
+):
+    connection, body = refused_at_the_door(full_server)
+    with connection:
+        connection.sendall(body)
+
+        assert read_until_closed(connection) == ""
+
+
+def test_a_client_hanging_up_mid_upload_is_counted_as_499_in_one_quiet_line(full_server):
+    def hung_up() -> float:
+        return metric(full_server, "http_requests_total", route="/predict", method="POST", status="499") or 0
+
+    before = hung_up()
+    body = multipart("a.png", png())
+    with connect(full_server) as leaving:
+        leaving.sendall(
+            f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n".encode()
+            + f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n".encode()
+            + body[:100]
+        )
+        wait_for(lambda: metric(full_server, "http_requests_in_progress") == 2, "the upload in progress")
+
+    wait_for(lambda: hung_up() == before + 1, "the hang-up counted")
+    output = full_server.output()
+    assert "Exception in ASGI application" not in output and "Traceback" not in output
+    assert "INFO:     The client went away before its request was read: POST /predict" in output
+
+
+def test_the_installed_uvicorn_calls_every_override_and_keeps_the_state_read():
+    assert uvicorn_mismatches() == []
+
+
+class ProtocolBefore045(HttpToolsProtocol):
+    """uvicorn's protocol as it was before 0.45: the app's task started in `on_headers_complete`."""
+
+    _start_asgi_task = None
+
+    def on_headers_complete(self) -> None:
+        self.loop.create_task(self.cycle.run_asgi(self.app))
+
+
+class CycleWithoutMoreBody(RequestResponseCycle):
+    def __init__(self, scope: dict) -> None:
+        self.scope = scope
+        self.keep_alive: bool = True
+        self.response_complete = False
+
+
+def test_a_uvicorn_that_would_not_call_an_override_is_named_at_start_up():
+    """Checked when `python -m app` makes its protocol (`guarded_protocol`), which then exits."""
+    assert uvicorn_mismatches(ProtocolBefore045, CycleWithoutMoreBody) == [
+        "ProtocolBefore045._start_asgi_task is gone: the override would never be called",
+        "ProtocolBefore045.on_headers_complete no longer calls self._start_asgi_task()",
+        "CycleWithoutMoreBody no longer sets self.more_body",
+    ]

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from tests.app.conftest import ROOT, jpeg
+from tests.support import ROOT
+from tests.support.images import jpeg
 
 
 def test_the_docs_page_is_served(client):
@@ -34,6 +35,19 @@ def test_every_endpoint_is_documented_with_a_description_and_an_example(client):
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
+        *(
+            (method, f"/v1/models/{{name}}{version}{suffix}")
+            for version in ("", "/versions/{version}", "/labels/{label}")
+            for method, suffix in (("GET", ""), ("GET", "/metadata"), ("POST", ":{method}"))
+        ),
+        ("GET", "/v2"),
+        ("GET", "/v2/health/live"),
+        ("GET", "/v2/health/ready"),
+        *(
+            (method, f"/v2/models/{{name}}{version}{suffix}")
+            for version in ("", "/versions/{version}")
+            for method, suffix in (("GET", ""), ("GET", "/ready"), ("POST", "/infer"))
+        ),
     }
     for key, operation in operations.items():
         assert operation["description"], key

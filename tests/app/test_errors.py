@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from app import errors
 from app.api.problems import STATUS, problem_type
 from app.main import create_app
-from tests.app.conftest import problem
+from tests.support.http import problem
 
 
 def test_an_unknown_path_is_a_problem(client):

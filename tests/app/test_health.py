@@ -4,7 +4,9 @@ import sys
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.app.conftest import ROOT, png, problem
+from tests.support import ROOT
+from tests.support.http import problem
+from tests.support.images import png
 
 
 def test_healthz_answers_while_the_process_serves(client):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from app.errors import ImageTooLarge, InvalidImage, UnsupportedImage
 from app.runtime.images import decode_image
-from tests.app.conftest import encode, noise
+from tests.support.images import encode, noise
 
 LIMIT = 10_000_000
 

@@ -14,9 +14,9 @@ from app.main import create_app
 from app.runtime.model import Model
 from app.runtime.repository import ModelRepository
 from app.settings import Settings
-from tests.app.conftest import ROOT
-from tests.conftest import MODEL_NAME
 from tests.devices import expected_device
+from tests.support import ROOT
+from tests.support.models import MODEL_NAME
 
 
 @pytest.fixture

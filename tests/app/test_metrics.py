@@ -4,9 +4,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.app.conftest import HOSTILE_MODEL, files, png, problem, samples, solid_png
 from tests.devices import expected_device
-from tests.hostile_model import WHITE
+from tests.hostile_model import HOSTILE_MODEL, WHITE
+from tests.support.http import files, problem, samples
+from tests.support.images import png, solid_png
 
 V1 = (("version", "1"),)
 

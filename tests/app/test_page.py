@@ -1,6 +1,8 @@
 """The page at GET /, in a real browser (Debian's chromium) against a real `python -m app` process."""
 
 import asyncio
+import json
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,10 +16,10 @@ from starlette.requests import Request
 
 from app.api.problems import service_error
 from app.errors import Overloaded
-from tests.app.conftest import encode, noise
 from tests.app.servers import Server, running_server
 from tests.browser import launch
-from tests.conftest import IMAGE_SIZE, LABELS, TRAINED_NAME
+from tests.support.images import encode, noise
+from tests.support.models import IMAGE_SIZE, LABELS, TRAINED_NAME
 from tests.training.test_report import PageLinks
 
 MAX_IMAGE_PIXELS = 500 * 500
@@ -119,7 +121,10 @@ def test_the_page_is_served_with_its_own_files_only(server, page):
     assert sorted(requested) == sorted(
         f"{server.url}{path}" for path in ("/", "/static/page.css", "/static/page.js", "/model")
     )
-    assert "default-src 'self'" in httpx.get(server.url + "/").headers["content-security-policy"]
+    assert httpx.get(server.url + "/").headers["content-security-policy"] == (
+        "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'"
+    )
     assert httpx.get(server.url + "/static/secrets.txt").status_code == 404
 
 
@@ -317,12 +322,27 @@ def test_text_meets_wcag_aa_contrast(page, images):
     assert {selector: ratio for selector, ratio in ratios.items() if ratio < 4.5} == {}
 
 
+# A file a version's metadata lists in its report, as a careless or hostile exporter might: opened,
+# its script would mark the document.
+SCRIPTED_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+    "<script>document.documentElement.setAttribute('data-ran', 'yes')</script></svg>"
+)
+
+
 @pytest.fixture(scope="module")
 def trained_server(trained_repository, tmp_path_factory) -> Iterator[Server]:
-    """The service on a version trained by the training command, which wrote its training report."""
-    models, _ = trained_repository
-    log = tmp_path_factory.mktemp("trained") / "server.log"
-    with running_server(models, log, MODEL_NAME=TRAINED_NAME) as server:
+    """The service on a version trained by the training command, which wrote its training report,
+    with `scripted.svg` added to that report's files."""
+    trained, _ = trained_repository
+    models = tmp_path_factory.mktemp("trained") / "models"
+    shutil.copytree(trained, models)
+    version = models / TRAINED_NAME / "1"
+    metadata = json.loads((version / "metadata.json").read_text())
+    metadata["report"]["files"].append("scripted.svg")
+    (version / "metadata.json").write_text(json.dumps(metadata))
+    (version / metadata["report"]["folder"] / "scripted.svg").write_text(SCRIPTED_SVG)
+    with running_server(models, models.parent / "server.log", MODEL_NAME=TRAINED_NAME) as server:
         yield server
 
 
@@ -451,3 +471,20 @@ def test_an_image_the_model_is_not_sure_of_reads_not_sure(
     assert [label for label, _, _ in shown] == [
         p["label"] for p in answers["static.png"]["results"][0]["predictions"]
     ]
+
+
+def test_a_report_page_shows_its_figures_but_no_report_file_runs_script(browser, trained_server):
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+
+    page.goto(trained_server.url + "/model/report/1/")
+    figures = page.locator("img")
+    expect(figures).to_have_count(4)
+    for figure in figures.all():
+        expect(figure).to_have_js_property("complete", True)
+        assert figure.evaluate("img => img.naturalWidth") > 0, figure.get_attribute("src")
+    page.goto(trained_server.url + "/model/report/1/scripted.svg")
+    expect(page.locator("svg")).to_have_count(1)
+
+    assert page.locator("svg").get_attribute("data-ran") is None
+    page.close()

@@ -29,8 +29,6 @@ from PIL.JpegImagePlugin import get_sampling
 from app.main import create_app
 from app.settings import Settings
 from imaging.decode import DEFAULT_MAX_IMAGE_PIXELS, decode
-from tests.app.conftest import files
-from tests.conftest import IMAGE_SIZE, LABELS, MODEL_NAME, export_tiny_model
 from tests.image_corpus import (
     INPUT_SIDE,
     UPRIGHT,
@@ -41,6 +39,8 @@ from tests.image_corpus import (
     scaled_jpegs,
     stored_as,
 )
+from tests.support.http import files
+from tests.support.models import IMAGE_SIZE, LABELS, MODEL_NAME, export_tiny_model
 from training.data import Split, make_dataset
 from training.preprocessing import SLIM_EVAL, decode_and_resize, first_gif_frame, image_dimensions, resize
 from training.preprocessing import decode_image as graph_decode

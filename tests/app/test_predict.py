@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app.conftest import encode, files, noise, png, problem
-from tests.conftest import LABELS
+from tests.support.http import files, problem
+from tests.support.images import encode, noise, png
+from tests.support.models import LABELS
 
 URN = "urn:inception-v2-service:problem:"
 

@@ -8,10 +8,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.app.conftest import problem
-from tests.conftest import TRAINED_NAME
+from tests.support.http import problem
+from tests.support.models import TRAINED_NAME
 from tests.training.test_report import PNG_SIGNATURE, PageLinks
 
+# Whatever a version's metadata lists is served sandboxed: no script runs on the API's origin.
+REPORT_HEADERS = {
+    "content-security-policy": "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+}
 FIGURES = ["learning_curves.png", "confusion_matrix.png", "worst_validation.png"]
 
 
@@ -36,6 +42,7 @@ def test_the_page_and_every_image_it_shows_are_served_where_a_browser_looks(trai
 
     assert page.status_code == 200
     assert str(page.url).endswith("/model/report/1/")
+    assert {name: page.headers[name] for name in REPORT_HEADERS} == REPORT_HEADERS
     assert page.headers["content-type"].startswith("text/html")
     links = PageLinks()
     links.feed(page.text)
@@ -45,6 +52,7 @@ def test_the_page_and_every_image_it_shows_are_served_where_a_browser_looks(trai
         assert image.status_code == 200, src
         assert image.headers["content-type"] == "image/png"
         assert image.content.startswith(PNG_SIGNATURE)
+        assert {name: image.headers[name] for name in REPORT_HEADERS} == REPORT_HEADERS
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.conftest import ROOT, encode, noise, samples
 from tests.app.servers import Server, start_server, stop, wait_until_ready
-from tests.conftest import MODEL_NAME
+from tests.support import ROOT
+from tests.support.http import samples
+from tests.support.images import encode, noise
+from tests.support.models import MODEL_NAME
 
 CLIENTS = 3
 DEADLINE_S = 300

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from app.settings import InvalidSettings, Settings, load_settings
-from tests.app.conftest import ROOT
+from tests.support import ROOT
 
 
 @pytest.fixture
@@ -65,6 +65,19 @@ def test_settings_that_contradict_each_other_are_refused(environ):
 
     with pytest.raises(InvalidSettings, match=r"MAX_FILES \(20\) must not exceed MAX_QUEUE_SIZE \(10\)"):
         load_settings()
+
+
+def test_the_body_budget_must_hold_the_largest_upload(environ):
+    environ.setenv("MAX_UPLOAD_BYTES", "2000000")
+    environ.setenv("MAX_BODY_BYTES_HELD", "1000000")
+
+    with pytest.raises(InvalidSettings) as caught:
+        load_settings()
+
+    assert str(caught.value) == (
+        "Invalid settings:\n  MAX_BODY_BYTES_HELD (1000000) must not be below MAX_UPLOAD_BYTES (2000000): "
+        "an upload of the largest size could never be let in"
+    )
 
 
 def test_the_batch_timeout_must_be_shorter_than_the_request_timeout(environ):
@@ -172,3 +185,30 @@ def test_model_version_and_a_policy_together_are_refused(environ):
         InvalidSettings, match=r"Set MODEL_VERSION \(1\) or MODEL_VERSION_POLICY \(all\), not both"
     ):
         load_settings()
+
+
+@pytest.mark.parametrize("value", [",", "", " , ,"])
+def test_api_keys_that_hold_no_key_are_refused_not_taken_as_open_access(value):
+    """A comma, or a Secret never filled in, would otherwise start the service requiring no key."""
+    result = subprocess.run(
+        [sys.executable, "-m", "app"], cwd=ROOT, env={"API_KEYS": value}, capture_output=True, text=True
+    )
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"Invalid settings:\n  API_KEYS={value!r}: holds no key; unset it to serve without API keys\n"
+    )
+
+
+def test_an_empty_api_keys_file_is_refused(environ, tmp_path):
+    key_file = tmp_path / "api-keys"
+    key_file.write_text("\n  \n")
+    environ.setenv("API_KEYS_FILE", str(key_file))
+
+    with pytest.raises(InvalidSettings) as caught:
+        load_settings()
+
+    assert str(caught.value) == (
+        f"Invalid settings:\n  API_KEYS_FILE={str(key_file)!r}: holds no key; "
+        "unset it to serve without API keys"
+    )

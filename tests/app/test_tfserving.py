@@ -10,8 +10,8 @@ import pytest
 from app.api import tfserving
 from app.errors import InvalidInput
 from app.runtime.repository import VersionStatus
-from tests.app.conftest import jpeg, png
-from tests.conftest import IMAGE_SIZE, LABELS, MODEL_NAME
+from tests.support.images import jpeg, png
+from tests.support.models import IMAGE_SIZE, LABELS, MODEL_NAME
 
 # `curl -d` sends its body as a form; TF Serving reads it as JSON whatever the content type says.
 CURL_D = {"Content-Type": "application/x-www-form-urlencoded"}

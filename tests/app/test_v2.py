@@ -16,8 +16,8 @@ from app.api.dataplane import DataPlane
 from app.errors import InvalidInput
 from app.main import create_app
 from app.settings import Settings
-from tests.app.conftest import jpeg, png
-from tests.conftest import IMAGE_SIZE, LABELS, MODEL_NAME
+from tests.support.images import jpeg, png
+from tests.support.models import IMAGE_SIZE, LABELS, MODEL_NAME
 
 
 @pytest.fixture(scope="module")

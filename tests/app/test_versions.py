@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 from app.errors import ModelLoadError, ModelNotReady, VersionNotFound
 from app.main import create_app
 from app.runtime.repository import LABELS_FILE, ModelRepository, VersionStatus
-from tests.app.conftest import files, png, problem, samples
-from tests.conftest import MODEL_NAME
+from tests.support.http import files, problem, samples
+from tests.support.images import png
+from tests.support.models import MODEL_NAME
 
 DEADLINE_S = 60
 

@@ -8,7 +8,7 @@ errors, every slow-connection probe answered), not any speed: docs/reliability.m
 import json
 
 from tests.benchmarks import run_benchmark
-from tests.conftest import MODEL_NAME
+from tests.support.models import MODEL_NAME
 from tests.tools import require
 
 

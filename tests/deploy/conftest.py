@@ -1,19 +1,9 @@
 import os
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.deploy.containers import IMAGE, build_images, require_docker
 from tests.deploy.manifests import DOCKERFILE, Stage, load_compose, load_k8s, parse_dockerfile
-
-
-def tool(name: str) -> str:
-    """A command-line tool from the dev extra, installed beside this Python."""
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    assert found, f"{name} is not installed: pip install -c constraints.txt -e '.[dev]'"
-    return found
 
 
 @pytest.fixture(scope="session")

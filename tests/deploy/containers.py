@@ -23,7 +23,7 @@ import numpy as np
 from tests.deploy.manifests import ROOT
 
 DOCKER = os.environ.get("DOCKER") or ("/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker")
-IMAGE = "inception-v2-service"
+IMAGE = os.environ.get("IMAGE", "inception-v2-service")  # build-images.sh tags IMAGE too
 BUILD_SCRIPT = ROOT / "deploy" / "docker" / "build-images.sh"
 # The image's start period: Docker counts no failure before it, so it bounds the time to healthy.
 START_PERIOD_S = 180

@@ -1,6 +1,5 @@
 import subprocess
 
-from tests.deploy.conftest import tool
 from tests.deploy.manifests import (
     COMPOSE_FILE,
     compose_environment,
@@ -9,6 +8,7 @@ from tests.deploy.manifests import (
     seconds,
     stage_last,
 )
+from tests.tools import tool
 
 SERVICES = ("inception-v2", "inception-v2-gpu")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.deploy.conftest import tool
 from tests.deploy.containers import docker, free_port, inspect, jpeg, wait_for, wait_healthy
 from tests.deploy.manifests import COMPOSE_FILE
+from tests.tools import tool
 
 pytestmark = pytest.mark.image
 

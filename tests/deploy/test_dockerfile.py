@@ -2,7 +2,6 @@ import subprocess
 
 import pytest
 
-from tests.deploy.conftest import tool
 from tests.deploy.manifests import (
     DOCKERFILE,
     DOCKERIGNORE,
@@ -15,6 +14,7 @@ from tests.deploy.manifests import (
     stage_env,
     stage_last,
 )
+from tests.tools import tool
 
 
 def test_hadolint_passes():

@@ -24,11 +24,10 @@ from tests.deploy.containers import (
     wait_for,
     wait_healthy,
 )
+from tests.support.logs import error_lines
 
 pytestmark = pytest.mark.image
 
-# TensorFlow's C++ log lines at ERROR (E0000 ...) and the start-up notices that read like errors.
-ERROR_LINE = re.compile(r"^E\d{4} |cuInit|oneDNN", re.MULTILINE)
 SHUTDOWN_DELAY_S = 5
 
 
@@ -93,7 +92,7 @@ def test_a_cpu_start_logs_no_error_lines(demo):
     container, _ = demo
     output = logs(container)
     assert "Application startup complete" in output
-    assert not ERROR_LINE.findall(output), output
+    assert error_lines(output) == [], output
 
 
 def test_runtime_image_has_the_cpu_wheel_and_no_training_extra(images):

@@ -3,8 +3,8 @@ import subprocess
 import pytest
 import yaml
 
-from tests.deploy.conftest import tool
 from tests.deploy.manifests import K8S_DIR, stage_last
+from tests.tools import tool
 
 # The oldest Kubernetes release the manifests promise to work on, and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ["1.29.0", "1.37.0"]

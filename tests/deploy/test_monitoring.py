@@ -15,10 +15,11 @@ import httpx
 import pytest
 import yaml
 
-from tests.app.conftest import ROOT, encode, noise
 from tests.app.servers import Server, free_port, running_server
-from tests.conftest import MODEL_NAME
 from tests.deploy.manifests import load_compose
+from tests.support import ROOT
+from tests.support.images import encode, noise
+from tests.support.models import MODEL_NAME
 from tests.tools import require
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"

@@ -1,7 +1,10 @@
 import subprocess
 import sys
+from dataclasses import replace
 
-from training.config import ARCHITECTURE_NAMES
+import pytest
+
+from training.config import ARCHITECTURE_NAMES, TrainConfig
 
 
 def test_the_config_names_every_architecture():
@@ -26,6 +29,42 @@ def test_help_answers_without_importing_tensorflow():
 
     assert result.returncode == 0, result.stderr
     assert "--tensorboard-dir" in result.stdout
-    assert "--augment" in result.stdout
+    for option in (
+        "--augment, --no-augment",
+        "--lr-schedule",
+        "--warmup-epochs",
+        "--label-smoothing",
+        "--weight-decay",
+        "--init-from",
+        "--freeze-base-epochs",
+        "--fine-tune-from",
+        "--fine-tune-learning-rate",
+        "--train-batch-norm",
+        "--kind {shapes,strokes}",
+    ):
+        assert option in result.stdout
     assert "--version" in result.stdout
     assert result.stdout.endswith("loaded: []\n")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lr_schedule": "step"}, "--lr-schedule must be one of ['cosine', 'constant']. Received: 'step'"),
+        ({"warmup_epochs": -1}, "--warmup-epochs must not be negative. Received: -1"),
+        ({"freeze_base_epochs": -2}, "--freeze-base-epochs must not be negative. Received: -2"),
+        ({"fine_tune_learning_rate": 0.0}, "--fine-tune-learning-rate must be positive. Received: 0.0"),
+        ({"label_smoothing": 1.0}, "--label-smoothing must be in [0, 1). Received: 1.0"),
+        ({"weight_decay": -0.1}, "--weight-decay must not be negative. Received: -0.1"),
+        ({"init_from": "no/such/version"}, "--init-from no/such/version does not exist."),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_value(change, message):
+    with pytest.raises(ValueError) as error:
+        replace(TrainConfig(data_dir="d"), **change).validate()
+    assert str(error.value) == message
+
+
+def test_a_slim_checkpoint_is_named_by_its_prefix(tmp_path):
+    (tmp_path / "inception_v2.ckpt.index").write_bytes(b"")
+    TrainConfig(data_dir="d", init_from=str(tmp_path / "inception_v2.ckpt")).validate()

@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from tests.training.conftest import write_image_folder
+from tests.support.datasets import write_image_folder
 from training.data import DataError, make_dataset, scan_image_folder
 
 SIZE = (32, 32)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COLOURS, TRAINED_NAME, write_colour_folder
+from tests.support.models import COLOURS, TRAINED_NAME, write_colour_folder
 from training.__main__ import main
 from training.evaluate import decode_size
 

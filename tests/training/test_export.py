@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.export import METADATA_FILE, existing_versions, export_model
+from training.export import METADATA_FILE, WEIGHTS_FILE, existing_versions, export_model, load_layer_weights
 from training.inception_v2 import inception_v2_seed
 from training.preprocessing import decode_and_resize
 
@@ -107,3 +107,14 @@ def test_a_failed_export_leaves_no_version_behind(tmp_path, small_model):
 def test_export_rejects_a_label_count_that_differs_from_the_outputs(tmp_path, small_model):
     with pytest.raises(ValueError, match="one label per output class \\(3\\). Received: 2 labels"):
         export_model(small_model, ["a", "b"], base_path=tmp_path, name="m")
+
+
+def test_a_version_carries_its_weights_by_layer_name(tmp_path, small_model):
+    version_dir = export_model(small_model, ["a", "b", "c"], base_path=tmp_path, name="m")
+
+    saved = load_layer_weights(version_dir / WEIGHTS_FILE)
+
+    assert list(saved) == [layer.name for layer in small_model.layers if layer.weights]
+    for layer in small_model.layers:
+        for restored, original in zip(saved.get(layer.name, []), layer.get_weights(), strict=True):
+            np.testing.assert_array_equal(restored, original)

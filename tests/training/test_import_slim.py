@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.app.conftest import ROOT
 from tests.app.servers import Server, running_server
 from tests.image_corpus import encode, photo
+from tests.support import ROOT
 from tests.training.slim_reference import CENTRAL_FRACTIONS
 from training.__main__ import build_parser, main
 from training.import_slim import BACKGROUND, IMAGENET_CLASSES, imagenet_labels

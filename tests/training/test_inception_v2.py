@@ -87,8 +87,9 @@ def test_seed_network_shapes_and_parameters():
     assert tuple(model.get_layer("concat_1").output.shape[1:]) == (128, 128, 256)
     assert tuple(model.get_layer("end_pool").output.shape[1:]) == (125, 125, 8)
     towers = 4 * (3 * 64 + 64) + 3 * (64 * 64 * 9 + 64)
-    head = (256 * 8 * 9 + 8) + (125 * 125 * 8 * 5 + 5)
-    assert model.count_params() == towers + head == 755_253
+    # end_conv has no bias: batch norm follows it (offset, moving mean and variance per filter).
+    head = 256 * 8 * 9 + 3 * 8 + (125 * 125 * 8 * 5 + 5)
+    assert model.count_params() == towers + head == 755_269
 
 
 def test_seed_network_concatenates_each_towers_output():

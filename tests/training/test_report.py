@@ -4,7 +4,7 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
-from tests.conftest import TRAINED_NAME
+from tests.support.models import TRAINED_NAME
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 from imaging.decode import decode
-from tests.training.conftest import write_image_folder
+from tests.support.datasets import write_image_folder
+from tests.support.models import export_tiny_model
 from training.data import Split, make_dataset
 from training.preprocessing import Preprocessing
 
@@ -63,7 +64,11 @@ def test_train_exports_a_version_with_metrics(tmp_path, image_folder):
     assert metadata["architecture"]["name"] == "inception_v2_seed"
     assert metadata["training"]["params"]["epochs"] == 2
     assert metadata["training"]["data"]["num_train"] + metadata["training"]["data"]["num_validation"] == 24
-    assert metadata["training"]["data"]["skipped_files"] == [str(image_folder / "a" / "corrupt.png")]
+    # No paths of the trainer's machine in what the service shows: the folder's name, files within it.
+    assert metadata["training"]["data"]["dir"] == "data"
+    assert metadata["training"]["params"]["data_dir"] == "data"
+    assert metadata["training"]["data"]["skipped_files"] == ["a/corrupt.png"]
+    assert str(tmp_path) not in json.dumps(metadata)
     metrics = metadata["training"]["metrics"]
     assert set(metrics["per_class_accuracy"]) == {"a", "b"}
     assert 0.0 <= metrics["val_accuracy"] <= 1.0
@@ -100,9 +105,17 @@ def test_bad_input_gives_a_clear_message_and_no_traceback(tmp_path, make_data, e
     assert not (tmp_path / "models" / "tiny").exists() or not any((tmp_path / "models" / "tiny").iterdir())
 
 
-def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
+@pytest.mark.parametrize("fine_tune", [False, True], ids=["from-scratch", "fine-tune"])
+def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, fine_tune):
     data_dir = write_image_folder(tmp_path / "data", {"a": 12, "b": 12})
-    args = quick_args(data_dir, tmp_path / "models", "--epochs", "40", "--patience", "40")
+    extra, checkpointed = [], 1
+    if fine_tune:
+        # Interrupted once an epoch of fine-tuning is done, after the frozen first one: a signal in the
+        # middle of the new phase's first step (Keras compiling its function anew) may take minutes to
+        # land on a loaded machine.
+        source = export_tiny_model(tmp_path / "source", seed=0)
+        extra, checkpointed = ["--init-from", str(source), "--freeze-base-epochs", "1"], 2
+    args = quick_args(data_dir, tmp_path / "models", "--epochs", "40", "--patience", "40", *extra)
     process = subprocess.Popen(
         [sys.executable, "-m", "training", "train", *args],
         stdout=subprocess.PIPE,
@@ -110,13 +123,16 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
         text=True,
         env=ENV,
     )
-    deadline = time.monotonic() + 180
-    # The first checkpoint is written at the end of the first epoch.
-    while not (tmp_path / "checkpoint" / "state.json").exists():
+    deadline = time.monotonic() + 300
+    # A checkpoint is written at the end of every epoch.
+    state = tmp_path / "checkpoint" / "state.json"
+    while not (state.exists() and json.loads(state.read_text())["epoch"] >= checkpointed):
         assert process.poll() is None, process.communicate()
         if time.monotonic() > deadline:
             process.kill()
-            raise AssertionError(f"no checkpoint within 180 s:\n{process.communicate()[1]}")
+            raise AssertionError(
+                f"no checkpoint of epoch {checkpointed} within 300 s:\n{process.communicate()[1]}"
+            )
         time.sleep(0.2)
     time.sleep(0.5)  # interrupt mid-run, possibly while a checkpoint is being written
     process.send_signal(signal.SIGINT)
@@ -131,6 +147,9 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
     resumed = run_training(*args)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming after epoch" in resumed.stderr
+    if fine_tune:
+        assert "Phase fine-tuning: epochs" in resumed.stderr
+        assert "logits starts fresh: shape [(6728, 3), (3,)] in the source, [(6728, 2), (2,)] here" in stderr
     first_epoch = next(
         int(line.split()[1].split("/")[0])
         for line in resumed.stdout.splitlines()
@@ -138,6 +157,11 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
     )
     assert 1 < first_epoch <= interrupted_epoch + 1
     assert (tmp_path / "models" / "tiny" / "1" / "saved_model.pb").is_file()
+    if fine_tune:
+        metadata = json.loads((tmp_path / "models" / "tiny" / "1" / "metadata.json").read_text())
+        assert metadata["training"]["initialization"]["from"] == "inception_v2/1"
+        assert metadata["training"]["initialization"]["fresh_layers"]["logits"].startswith("shape")
+        assert str(tmp_path) not in json.dumps(metadata)
 
 
 def test_a_checkpoint_from_other_settings_is_refused_clearly(tmp_path):
