@@ -16,8 +16,9 @@ from app.main import create_app
 from app.settings import Settings
 from imaging.decode import decode
 from tests import ood_images
-from tests.app.conftest import encode, files, png
-from tests.conftest import COLOURS, TRAINED_NAME
+from tests.support.http import files
+from tests.support.images import encode, png
+from tests.support.models import COLOURS, TRAINED_NAME
 
 
 @pytest.fixture(scope="module")

@@ -398,7 +398,7 @@ def test_the_model_card_reads_as_a_card(trained_server, trained_page):
     assert sentences[1].startswith(
         f"The inception_v2_seed network at 16 × 16 pixels, up to 4 epochs ({metrics['epochs_run']} run), "
         "stopping early after 4 epochs without progress; batches of 8, learning rate 0.001, seed 7, "
-        "without augmentation. It took "
+        f"{'with' if params['augment'] else 'without'} augmentation. It took "
     )
     assert sentences[2] == f"Validation accuracy: {metrics['val_accuracy'] * 100:.1f} %."
     rows = card.locator("table.per-class tbody tr")
@@ -416,12 +416,13 @@ def test_the_model_card_reads_as_a_card(trained_server, trained_page):
             strict=True,
         )
     )
+    in_words = {"arch", "image_size", "epochs", "patience", "batch_size", "learning_rate", "seed", "augment"}
     assert others == {
-        "data dir": params["data_dir"],
-        "model name": TRAINED_NAME,
-        "tensorboard dir": params["tensorboard_dir"],
-        "central crop": "none",  # null: the whole image
+        key.replace("_", " "): shown_value(value)
+        for key, value in params.items()
+        if key not in in_words | {"validation_split"}
     }
+    assert others["model name"] == TRAINED_NAME
     calibration = confidence["calibration"]
     threshold, temperature = shown_number(confidence["threshold"]), shown_number(confidence["temperature"])
     before, after = (f"{calibration[key] * 100:.1f} %" for key in ("ece_before", "ece_after"))
@@ -431,6 +432,17 @@ def test_the_model_card_reads_as_a_card(trained_server, trained_page):
         f"Probabilities are calibrated by temperature scaling (T = {temperature}), fitted on "
         f"{calibration['fitted_on']}: expected calibration error {before} before, {after} after.",
     ]
+
+
+def shown_value(value: object) -> str:
+    """A setting as the page shows it: JavaScript's String() of it, four digits for a fraction."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else shown_number(value)
+    return str(value)
 
 
 def shown_number(value: float) -> str:

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from imaging.decode import decode
-from tests.conftest import TRAINED_NAME, write_colour_folder
+from tests.support.models import TRAINED_NAME, write_colour_folder
 from training.confidence import (
     KEEP,
     expected_calibration_error,

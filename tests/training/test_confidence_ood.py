@@ -16,7 +16,7 @@ import pytest
 
 from imaging.decode import decode
 from tests import ood_images
-from tests.conftest import TRAINED_NAME, TRAINED_SIZE, write_colour_folder
+from tests.support.models import TRAINED_NAME, TRAINED_SIZE, write_colour_folder
 from training.__main__ import main
 from training.data import list_image_folder
 
