@@ -171,6 +171,11 @@ class Settings(BaseSettings):
         40_000_000, ge=1, description="Largest image (width x height) decoded; larger ones get 413 undecoded."
     )
     max_files: int = Field(16, ge=1, description="Most images in one /predict request.")
+    ood_threshold: float | None = Field(
+        None,
+        description='The ood_score above which an answer is not confident ("not sure"), for every version '
+        "served; unset uses the threshold each version chose at export. See docs/confidence.md.",
+    )
 
     decode_threads: int = Field(
         default_factory=lambda: os.cpu_count() or 1,

@@ -3,7 +3,9 @@
 The images go through the service's own path: `imaging.decode` (JPEGs at reduced DCT scale when
 the version's metadata says it was trained so), then the SavedModel's `resize_image` and
 `predict_pixels` signatures. The result is printed as a table and written into the version's
-folder as `evaluation.json`.
+folder as `evaluation.json`, with the expected calibration error of the probabilities the version
+gives (calibrated, for versions exported with a temperature) and, for versions with a "not sure"
+threshold, the share of the images scoring above it.
 """
 
 import datetime as dt
@@ -16,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from imaging.decode import decode
+from training.confidence import ECE_BINS, expected_calibration_error
 from training.data import DataError, list_image_folder
 from training.export import METADATA_FILE, existing_versions
 from training.metrics import confusion_matrix, format_table, summarize
@@ -47,18 +50,20 @@ def decode_size(metadata: dict[str, Any]) -> tuple[int, int] | None:
 
 def predict_files(
     saved_model: Any, paths: list[str], batch_size: int, size: tuple[int, int] | None
-) -> np.ndarray:
-    """Probabilities [files, classes] through the SavedModel's resize and prediction signatures,
-    JPEGs decoded for `size` (see `decode_size`)."""
+) -> dict[str, np.ndarray]:
+    """`predict_pixels`' outputs for each file (probabilities [files, classes], and ood_score [files]
+    when the version has it) through the SavedModel's resize and prediction signatures, JPEGs decoded
+    for `size` (see `decode_size`)."""
     resize = saved_model.signatures["resize_image"]
     predict = saved_model.signatures["predict_pixels"]
-    batches = []
+    batches: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(paths), batch_size):
         pixels = [
             resize(image=decode(path, size=size))["pixels"] for path in paths[start : start + batch_size]
         ]
-        batches.append(predict(pixels=tf.stack(pixels))["probabilities"].numpy())
-    return np.concatenate(batches)
+        for key, value in predict(pixels=tf.stack(pixels)).items():
+            batches.setdefault(key, []).append(value.numpy())
+    return {key: np.concatenate(values) for key, values in batches.items()}
 
 
 def evaluate(
@@ -81,14 +86,45 @@ def evaluate(
             f"{model_name} version {folder.name} knows: {', '.join(labels)}."
         )
     actual = np.array([labels.index(files.class_names[i]) for i in files.labels])
-    probabilities = predict_files(tf.saved_model.load(str(folder)), files.paths, batch_size, size)
+    outputs = predict_files(tf.saved_model.load(str(folder)), files.paths, batch_size, size)
+    probabilities = outputs["probabilities"]
     return folder, {
         "model": {"name": model_name, "version": int(folder.name)},
         "data_dir": str(Path(data_dir).resolve()),
         "skipped_files": files.skipped,
         "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **summarize(confusion_matrix(actual, probabilities.argmax(axis=1), len(labels)), labels),
+        "calibration": {
+            "ece": expected_calibration_error(probabilities, actual),
+            "bins": ECE_BINS,
+            "temperature": metadata.get("confidence", {}).get("temperature"),
+        },
+        "not_sure": not_sure(metadata, outputs.get("ood_score")),
     }
+
+
+def not_sure(metadata: dict[str, Any], scores: np.ndarray | None) -> dict[str, Any] | None:
+    """The share of images scoring above the version's threshold; None for a version without one."""
+    if scores is None or "confidence" not in metadata:
+        return None
+    threshold = metadata["confidence"]["ood"]["threshold"]
+    return {"threshold": threshold, "share": float((scores > threshold).mean())}
+
+
+def format_confidence(summary: dict[str, Any]) -> str:
+    calibration, not_sure = summary["calibration"], summary["not_sure"]
+    temperature = calibration["temperature"]
+    lines = [
+        f"Expected calibration error: {calibration['ece']:.4f} ({calibration['bins']} bins; "
+        + (f"temperature {temperature:.3f})" if temperature else "the version has no temperature)")
+    ]
+    if not_sure is None:
+        lines.append('Not sure: the version has no threshold (exported before "not sure" was)')
+    else:
+        lines.append(
+            f"Not sure: {not_sure['share']:.1%} of the images (ood_score above {not_sure['threshold']:.4g})"
+        )
+    return "\n".join(lines)
 
 
 def write_summary(folder: Path, summary: dict[str, Any]) -> Path:
@@ -107,4 +143,5 @@ def run(data_dir: str, model_base_path: str, model_name: str, version: int | Non
     folder, summary = evaluate(data_dir, model_base_path, model_name, version)
     print(f"{model_name} version {summary['model']['version']} on {data_dir}")
     print(format_table(summary))
+    print(format_confidence(summary))
     print(f"Wrote {write_summary(folder, summary)}")

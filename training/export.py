@@ -19,6 +19,13 @@ Signatures (the one path from image to probabilities, shared with training):
   `signatures.serving_default.max_image_pixels`).
 - `predict_pixels`: `pixels` (float32 [batch, height, width, 3], RGB in [0, 255], already at the
   model's input size) -> `probabilities`.
+- With a `Confidence` fitted at export (training/confidence.py), both give calibrated
+  `probabilities` and an `ood_score` (float32 [batch]: higher is further from the training data;
+  metadata.json's `confidence.ood.threshold` separates "not sure"). Without one (versions exported
+  before it, and models exported by hand) they give the softmax alone.
+- `features`: `pixels` -> `logits` (float32 [batch, classes], before any temperature) and `features`
+  (float32 [batch, d], the pooled features the score measures), to measure other scores and for
+  embeddings.
 - `resize_image`: `image` (uint8 [any height, any width, 3]) -> `pixels` (float32 [height, width, 3]),
   the version's preprocessing (training/preprocessing.py: an optional central crop, then the bilinear
   resize the training data goes through, or slim's for an imported checkpoint); the service decodes
@@ -39,6 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from imaging.decode import DEFAULT_MAX_IMAGE_PIXELS
+from training.confidence import Confidence, ConfidenceHead, logit_and_feature_model
 from training.preprocessing import DEFAULT, Preprocessing, decode_and_resize
 from training.report import TrainingReport
 
@@ -51,10 +59,14 @@ METADATA_FORMAT_VERSION = 1
 class ServingModule(tf.Module):
     """The exported graph: the Keras model plus decoding and the version's preprocessing."""
 
-    def __init__(self, model: keras.Model, preprocessing: Preprocessing = DEFAULT):
+    def __init__(
+        self, model: keras.Model, preprocessing: Preprocessing = DEFAULT, confidence: Confidence | None = None
+    ):
         super().__init__(name="inception_v2_serving")
         self.model = model
         self.preprocessing = preprocessing
+        self.confidence = ConfidenceHead(model, confidence) if confidence else None
+        self.heads = logit_and_feature_model(model)
         height, width, _ = model.input_shape[1:]
         self.image_size = (height, width)
         pixel_spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="pixels")
@@ -65,9 +77,16 @@ class ServingModule(tf.Module):
         self.resize_image = tf.function(
             self._resize_image, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")]
         )
+        self.features = tf.function(self._features, input_signature=[pixel_spec])
 
     def _predict_pixels(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        if self.confidence is not None:
+            return self.confidence(pixels)
         return {"probabilities": self.model(pixels, training=False)}
+
+    def _features(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits, features = self.heads(pixels, training=False)
+        return {"logits": tf.cast(logits, tf.float32), "features": tf.cast(features, tf.float32)}
 
     def _serve_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         height, width = self.image_size
@@ -86,6 +105,7 @@ class ServingModule(tf.Module):
             "serving_default": self.serve_bytes,
             "predict_pixels": self.predict_pixels,
             "resize_image": self.resize_image,
+            "features": self.features,
         }
 
 
@@ -115,21 +135,29 @@ def _signature_specs(module: ServingModule) -> dict[str, Any]:
         return {"dtype": tensor_spec.dtype.name, "shape": tensor_spec.shape.as_list()}
 
     height, width = module.image_size
-    probabilities = spec(tf.TensorSpec([None, module.model.output_shape[-1]], tf.float32))
+    classes = module.model.output_shape[-1]
+    outputs = {"probabilities": spec(tf.TensorSpec([None, classes], tf.float32))}
+    if module.confidence is not None:
+        outputs["ood_score"] = spec(tf.TensorSpec([None], tf.float32))
+    pixels = {"pixels": spec(tf.TensorSpec([None, height, width, 3], tf.float32))}
     return {
         "serving_default": {
             "inputs": {"image_bytes": spec(tf.TensorSpec([None], tf.string))},
-            "outputs": {"probabilities": probabilities},
+            "outputs": outputs,
             # Images over it are refused from their header, undecoded (training/preprocessing.py).
             "max_image_pixels": DEFAULT_MAX_IMAGE_PIXELS,
         },
-        "predict_pixels": {
-            "inputs": {"pixels": spec(tf.TensorSpec([None, height, width, 3], tf.float32))},
-            "outputs": {"probabilities": probabilities},
-        },
+        "predict_pixels": {"inputs": pixels, "outputs": outputs},
         "resize_image": {
             "inputs": {"image": spec(tf.TensorSpec([None, None, 3], tf.uint8))},
             "outputs": {"pixels": spec(tf.TensorSpec([height, width, 3], tf.float32))},
+        },
+        "features": {
+            "inputs": pixels,
+            "outputs": {
+                "logits": spec(tf.TensorSpec([None, classes], tf.float32)),
+                "features": spec(tf.TensorSpec([None, module.heads.output[1].shape[-1]], tf.float32)),
+            },
         },
     }
 
@@ -173,11 +201,14 @@ def export_model(
     training: dict[str, Any] | None = None,
     report: TrainingReport | None = None,
     preprocessing: Preprocessing = DEFAULT,
+    confidence: Confidence | None = None,
 ) -> Path:
     """Write `model` as the next version of `name` under `base_path` and return its folder.
 
     With a `report`, its files go into the version's `report/` folder, listed in metadata.json.
     `preprocessing` is what the version's signatures do between decoding and the network.
+    With a `confidence`, the signatures give calibrated probabilities and an `ood_score`, and
+    metadata.json records how both were fitted and the threshold (`confidence`).
     """
     num_classes = int(model.output_shape[-1])
     if len(labels) != num_classes:
@@ -186,7 +217,7 @@ def export_model(
         )
     model_dir = Path(base_path) / name
     model_dir.mkdir(parents=True, exist_ok=True)
-    module = ServingModule(model, preprocessing)
+    module = ServingModule(model, preprocessing, confidence)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
     try:
         tf.saved_model.save(module, str(staging), signatures=module.signatures())
@@ -208,6 +239,8 @@ def export_model(
             "signatures": _signature_specs(module),
             "training": training or {},
         }
+        if confidence is not None:
+            metadata["confidence"] = confidence.metadata()
         if report is not None:
             metadata["report"] = {"folder": REPORT_FOLDER, **report.write(staging / REPORT_FOLDER)}
         return _publish(staging, model_dir, metadata)

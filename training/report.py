@@ -12,10 +12,19 @@ from typing import Any
 
 import numpy as np
 
+from training.confidence import Reliability
+
 PAGE = "index.html"
 CURVES = "learning_curves.png"
 CONFUSION = "confusion_matrix.png"
 WORST = "worst_validation.png"
+CALIBRATION = "calibration.png"
+CAPTIONS = {
+    CURVES: "Learning curves",
+    CONFUSION: "Confusion matrix",
+    CALIBRATION: "Calibration: reliability diagram",
+    WORST: "Worst-classified validation images",
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class TrainingReport:
     params: dict[str, Any]
     data: dict[str, Any]
     validation: dict[str, Any]
+    calibration: tuple[Reliability, Reliability] | None = None  # before and after temperature scaling
 
     def write(self, folder: Path) -> dict[str, Any]:
         """Write the figures and the page into `folder`; return the manifest for metadata.json."""
@@ -46,10 +56,16 @@ class TrainingReport:
         matplotlib.use("Agg")  # files only: no display, and no GUI toolkit needed
         folder.mkdir(parents=True, exist_ok=True)
         files = [self._curves(folder / CURVES), self._confusion(folder / CONFUSION)]
+        if self.calibration:
+            files.append(self._calibration(folder / CALIBRATION))
         if self.worst:
             files.append(self._worst(folder / WORST))
         (folder / PAGE).write_text(self._page(files))
-        return {"page": PAGE, "files": files}
+        return {
+            "page": PAGE,
+            "files": files,
+            "figures": [{"file": name, "caption": CAPTIONS[name]} for name in files],
+        }
 
     def _curves(self, path: Path) -> str:
         import matplotlib.pyplot as plt
@@ -83,6 +99,35 @@ class TrainingReport:
             ax.text(column, row, str(count), ha="center", va="center", color=colour)
         return _save(figure, path)
 
+    def _calibration(self, path: Path) -> str:
+        """The reliability diagram: per bin of top-class probability, how often the top class was right."""
+        import matplotlib.pyplot as plt
+
+        figure, ax = plt.subplots(figsize=(5, 5))
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+        assert self.calibration is not None
+        for reliability, name in zip(self.calibration, ("before", "after"), strict=True):
+            points = [
+                (conf, acc)
+                for conf, acc in zip(reliability.confidence, reliability.accuracy, strict=True)
+                if conf is not None
+            ]
+            ax.plot(
+                *zip(*points, strict=True),
+                marker="o",
+                label=f"{name} temperature scaling (ECE {reliability.ece:.3f})",
+            )
+        ax.set(
+            title="Calibration (validation)",
+            xlabel="top-class probability",
+            ylabel="share right",
+            xlim=(0, 1),
+            ylim=(0, 1),
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+        return _save(figure, path)
+
     def _worst(self, path: Path) -> str:
         import matplotlib.pyplot as plt
 
@@ -109,14 +154,9 @@ class TrainingReport:
             )
             return f"<table>{cells}</table>"
 
-        captions = {
-            CURVES: "Learning curves",
-            CONFUSION: "Confusion matrix",
-            WORST: "Worst-classified validation images",
-        }
         figures = "".join(
-            f'<figure><img src="{html.escape(name)}" alt="{captions[name]}">'
-            f"<figcaption>{captions[name]}</figcaption></figure>"
+            f'<figure><img src="{html.escape(name)}" alt="{CAPTIONS[name]}">'
+            f"<figcaption>{CAPTIONS[name]}</figcaption></figure>"
             for name in files
         )
         return f"""<!DOCTYPE html>

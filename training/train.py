@@ -18,6 +18,8 @@ from keras import ops
 
 from imaging.decode import decode
 from training.cluster import Worker, worker_from_environment
+from training.confidence import Confidence
+from training.confidence import fit as fit_confidence
 from training.config import TrainConfig
 from training.data import ImageFolder, Split, make_dataset, scan_image_folder
 from training.distributed import (
@@ -469,6 +471,13 @@ def train(config: TrainConfig) -> Path | None:
         )
         exported.set_weights(model.get_weights())
         model = exported
+    confidence = fit_confidence(model, dataset(folder.train, shuffle=False), val_ds, len(folder.class_names))
+    print(
+        f"Calibration: temperature {confidence.temperature:.3f}, expected calibration error "
+        f"{confidence.ece_before:.4f} before, {confidence.ece_after:.4f} after; "
+        f"not-sure threshold {confidence.threshold:.4g} (flags {confidence.flagged_held_back:.1%} "
+        "of the validation images)"
+    )
     version_dir = export_model(
         model,
         folder.class_names,
@@ -476,8 +485,9 @@ def train(config: TrainConfig) -> Path | None:
         name=config.model_name,
         architecture=config.arch,
         training=training_summary,
-        report=training_report(training_summary, folder, confusion, probabilities, image_size),
+        report=training_report(training_summary, folder, confusion, probabilities, image_size, confidence),
         preprocessing=preprocessing,
+        confidence=confidence,
     )
     print(f"Exported {version_dir}")
     return version_dir
@@ -489,6 +499,7 @@ def training_report(
     confusion: np.ndarray,
     probabilities: np.ndarray,
     image_size: tuple[int, int],
+    confidence: Confidence,
 ) -> TrainingReport | None:
     """The report the exporter writes beside the model, or None (with a warning) without matplotlib."""
     try:
@@ -510,5 +521,8 @@ def training_report(
             "epochs run": summary["metrics"]["epochs_run"],
             "training time (s)": summary["duration_seconds"],
             "device": summary["device"],
+            "expected calibration error": f"{confidence.ece_before:.4f} before temperature scaling, "
+            f"{confidence.ece_after:.4f} after (T = {confidence.temperature:.3f})",
         },
+        calibration=(confidence.reliability_before, confidence.reliability_after),
     )

@@ -33,6 +33,18 @@ class ImageResult:
     in `DataPlane.infer`, so that every face can shape it."""
 
     probabilities: np.ndarray  # float32 [classes]
+    # How far the image is from the training data (higher: further), and whether that is within the
+    # threshold (OOD_THRESHOLD, else the version's own); both None for a version exported without them.
+    ood_score: float | None
+    confident: bool | None
+
+    @classmethod
+    def of(cls, record: np.void, threshold: float | None) -> "ImageResult":
+        """The result of one `Model.infer` record, judged against `threshold`."""
+        score = float(record["ood_score"])
+        if threshold is None or np.isnan(score):
+            return cls(record["probabilities"], None, None)
+        return cls(record["probabilities"], score, score <= threshold)
 
 
 @dataclass(frozen=True)
@@ -116,8 +128,9 @@ class DataPlane:
             work = classifier.classify_pixels(inputs)
         else:
             work = classifier.classify(inputs)
-        probabilities = await unless_abandoned(request, work)
-        return Inference(classifier.model, [ImageResult(p) for p in probabilities])
+        records = await unless_abandoned(request, work)
+        threshold = classifier.model.ood_threshold(self.settings.ood_threshold)
+        return Inference(classifier.model, [ImageResult.of(record, threshold) for record in records])
 
 
 async def unless_abandoned(request: Request, work: Coroutine[Any, Any, list[np.ndarray]]) -> list[np.ndarray]:

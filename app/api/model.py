@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 from app.api.deps import ClassifierDep, DataPlaneDep
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.report import report_url
-from app.runtime.metadata import Architecture, InputSpec
+from app.runtime.metadata import Architecture, Calibration, InputSpec
+from app.runtime.model import Model
 
 router = APIRouter(tags=["model"])
 
@@ -78,6 +79,44 @@ class VersionInfo(BaseModel):
     )
 
 
+class Plot(BaseModel):
+    """A plot of the version's training report."""
+
+    url: str = Field(examples=["/model/report/3/calibration.png"])
+    caption: str = Field(examples=["Calibration: reliability diagram"])
+
+
+NO_THRESHOLD = (
+    "none: this version was exported before confidence scores; its probabilities are not calibrated "
+    "and its answers say nothing of how sure it is (confident: null). Retrain it to get them."
+)
+
+
+class ConfidenceInfo(BaseModel):
+    """How far to trust the version's answers: the threshold on `ood_score` and how it was chosen,
+    and how the probabilities were calibrated."""
+
+    threshold: float | None = Field(
+        description='An answer whose ood_score is above it is not confident ("not sure"); null for '
+        "a version exported before confidence scores (every answer's `confident` is then null).",
+        examples=[412.5],
+    )
+    threshold_source: Literal["export", "setting"] | None = Field(
+        description="export: chosen when the version was exported; setting: OOD_THRESHOLD.",
+        examples=["export"],
+    )
+    threshold_rule: str = Field(
+        description="How the threshold was chosen.",
+        examples=["keeps 95% of the 500 validation images"],
+    )
+    method: str | None = Field(description="What `ood_score` is computed by.", examples=["mahalanobis"])
+    score: str | None = Field(description="What `ood_score` measures, in words.")
+    temperature: float | None = Field(
+        description="The temperature the logits are divided by before the softmax.", examples=[1.31]
+    )
+    calibration: Calibration | None
+
+
 class ModelInfo(BaseModel):
     """A served model version: identity, labels, architecture, signatures, training, runtime; all versions."""
 
@@ -92,6 +131,8 @@ class ModelInfo(BaseModel):
     report: str | None = Field(
         description="The training report's URL; null when the version has none.", examples=["/model/report"]
     )
+    plots: list[Plot] = Field(description="The training report's plots; empty when the version has none.")
+    confidence: ConfidenceInfo
     runtime: RuntimeInfo
     versions: list[VersionInfo] = Field(description="Every version known: loading, available, or ended.")
 
@@ -117,6 +158,8 @@ async def model_info(classifier: ClassifierDep, dataplane: DataPlaneDep) -> Mode
         signatures=model.metadata.signatures,
         training=model.metadata.training,
         report=report_url(model),
+        plots=plots(model),
+        confidence=confidence_info(model, settings.ood_threshold),
         runtime=RuntimeInfo(
             device=model.device,
             load_seconds=model.load_seconds,
@@ -158,4 +201,41 @@ async def model_info(classifier: ClassifierDep, dataplane: DataPlaneDep) -> Mode
             )
             for status in models.statuses()
         ],
+    )
+
+
+def plots(model: Model) -> list[Plot]:
+    """The report's plots with their captions (from the file names for versions that list none)."""
+    report, url = model.metadata.report, report_url(model)
+    if report is None or url is None:
+        return []
+    if report.figures:
+        return [Plot(url=url + figure.file, caption=figure.caption) for figure in report.figures]
+    return [
+        Plot(url=url + name, caption=name.removesuffix(".png").replace("_", " ").capitalize())
+        for name in report.files
+        if name.endswith(".png")
+    ]
+
+
+def confidence_info(model: Model, override: float | None) -> ConfidenceInfo:
+    spec = model.metadata.confidence
+    if spec is None:
+        return ConfidenceInfo(
+            threshold=None,
+            threshold_source=None,
+            threshold_rule=NO_THRESHOLD,
+            method=None,
+            score=None,
+            temperature=None,
+            calibration=None,
+        )
+    return ConfidenceInfo(
+        threshold=model.ood_threshold(override),
+        threshold_source="export" if override is None else "setting",
+        threshold_rule=spec.ood.threshold_rule if override is None else "set by OOD_THRESHOLD",
+        method=spec.ood.method,
+        score=spec.ood.score,
+        temperature=spec.temperature,
+        calibration=spec.calibration,
     )

@@ -32,10 +32,21 @@ class Prediction(BaseModel):
 
 
 class FileResult(BaseModel):
-    """The most likely labels for one uploaded file, highest score first."""
+    """The most likely labels for one uploaded file, highest score first, and whether the image is
+    like what the model was trained on."""
 
     filename: str = Field(examples=["cat.jpg"])
     predictions: list[Prediction]
+    confident: bool | None = Field(
+        description="false: the image is unlike the training data (its ood_score is above the threshold "
+        'GET /model gives), so read the predictions as guesses ("not sure"). null: the version was '
+        "exported before confidence scores and cannot tell.",
+        examples=[True],
+    )
+    ood_score: float | None = Field(
+        description="How far the image is from the training data; higher is further. null as `confident`.",
+        examples=[212.4],
+    )
 
 
 class PredictResponse(BaseModel):
@@ -56,6 +67,8 @@ class PredictResponse(BaseModel):
                                 {"label": "circle", "index": 0, "score": 0.93},
                                 {"label": "square", "index": 2, "score": 0.05},
                             ],
+                            "confident": True,
+                            "ood_score": 212.4,
                         }
                     ],
                 }
@@ -111,7 +124,12 @@ async def predict(
     return PredictResponse(
         model=ModelRef(name=inference.model.name, version=inference.model.version),
         results=[
-            FileResult(filename=filename, predictions=top_predictions(image.probabilities, labels, k))
+            FileResult(
+                filename=filename,
+                predictions=top_predictions(image.probabilities, labels, k),
+                confident=image.confident,
+                ood_score=image.ood_score,
+            )
             for (filename, _), image in zip(uploads, inference.images, strict=True)
         ],
     )

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from google.protobuf import json_format
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.api.dataplane import DataPlane
+from app.api.dataplane import DataPlane, Inference
 from app.api.deps import VERSION_HEADER, DataPlaneDep
 from app.api.protocols import ModelRoutes, answers, parse_json_object
 from app.errors import InvalidInput, ModelNotFound, VersionNotFound
@@ -322,8 +322,26 @@ async def predict(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
         inputs = pixel_array(values, where)
     inference = await dataplane.infer(request, classifier, inputs)
     # TF Serving's body does not name the version
-    answer = {key: [image.probabilities.tolist() for image in inference.images]}
-    return JSONResponse(answer, headers={VERSION_HEADER: str(classifier.model.version)})
+    return JSONResponse(predict_body(key, inference), headers={VERSION_HEADER: str(classifier.model.version)})
+
+
+def predict_body(key: str, inference: Inference) -> dict[str, Any]:
+    """TF Serving's answer: with one output, its values per image (`predictions`, row format) or for
+    all (`outputs`, columnar); with several, an object of them per image, or of all of them.
+
+    A version with confidence scores has the SavedModel's two outputs, `probabilities` and
+    `ood_score`, and the service adds `confident` (the score within the threshold)."""
+    probabilities = [image.probabilities.tolist() for image in inference.images]
+    if inference.model.ood_threshold() is None:
+        return {key: probabilities}
+    outputs = {
+        "probabilities": probabilities,
+        "ood_score": [image.ood_score for image in inference.images],
+        "confident": [image.confident for image in inference.images],
+    }
+    if key == "outputs":
+        return {key: outputs}
+    return {key: [dict(zip(outputs, row, strict=True)) for row in zip(*outputs.values(), strict=True)]}
 
 
 @router.api_route(

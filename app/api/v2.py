@@ -3,7 +3,9 @@
 The model takes one of two inputs: `image_bytes` (BYTES, one encoded image per element) or
 `pixels` (FP32 [images, height, width, 3], RGB in 0..255 at the model's input size), and gives
 `probabilities` (FP32 [images, classes]), or with the `classification` parameter the top classes as
-BYTES "score:index:label". `tritonclient` sends and asks for binary tensor data by default: the
+BYTES "score:index:label". Versions exported with confidence scores also give `ood_score` (FP32
+[images]) and `confident` (BOOL [images]: the score within the threshold); every output unless the
+request names some. `tritonclient` sends and asks for binary tensor data by default: the
 JSON header, then the tensors' bytes, its length in `Inference-Header-Content-Length`.
 
 Only parsing and shaping live here; model lookup, readiness, limits, batching and errors are the
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
-from app.api.dataplane import ImageCounter
+from app.api.dataplane import ImageCounter, Inference
 from app.api.deps import VERSION_HEADER, DataPlaneDep
 from app.api.protocols import BINARY, ModelRoutes, answers, is_whole_number, parse_json_object
 from app.errors import InvalidInput
@@ -33,7 +35,9 @@ router = APIRouter(tags=["Open Inference Protocol (/v2)"])
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
 IMAGES, PIXELS, OUTPUT = "image_bytes", "pixels", "probabilities"
+SCORE, CONFIDENT = "ood_score", "confident"
 HEADER_LENGTH = "Inference-Header-Content-Length"
+ELEMENT_TYPES = {"FP32": "<f4", "BOOL": "u1"}  # binary tensor data, as Triton: a BOOL is a byte
 _END = object()
 MAX_DIMENSIONS = 64  # numpy's: a shape of more dimensions cannot be an array
 MODEL = "/v2/models/{name}"
@@ -142,10 +146,23 @@ METADATA_EXAMPLE = {
 
 @dataclass
 class RequestedOutput:
-    """How the answer should carry the probabilities."""
+    """An output asked for, and how the answer should carry it."""
 
     binary: bool
     classification: int = 0  # top classes as "score:index:label" strings; 0: the raw probabilities
+    name: str = OUTPUT
+
+
+def output_names(classifier: Classifier) -> list[str]:
+    """The outputs of the version: the probabilities, and the score and its verdict when it has them."""
+    has_score = classifier.model.ood_threshold() is not None
+    return [OUTPUT, SCORE, CONFIDENT] if has_score else [OUTPUT]
+
+
+def _outputs_in_words(names: list[str]) -> str:
+    if len(names) == 1:
+        return f"the model's one output is {names[0]}"
+    return f"the model's outputs are {', '.join(names[:-1])} and {names[-1]}"
 
 
 @dataclass
@@ -170,6 +187,11 @@ def model_path(request: Request) -> tuple[str, int | None]:
 
 def model_metadata_body(name: str, versions: list[int], classifier: Classifier) -> dict[str, Any]:
     size, classes = classifier.model.metadata.input, len(classifier.model.labels)
+    outputs = {
+        OUTPUT: {"datatype": "FP32", "shape": [-1, classes]},
+        SCORE: {"datatype": "FP32", "shape": [-1]},
+        CONFIDENT: {"datatype": "BOOL", "shape": [-1]},
+    }
     return {
         "name": name,
         "versions": [str(version) for version in versions],
@@ -178,7 +200,7 @@ def model_metadata_body(name: str, versions: list[int], classifier: Classifier) 
             {"name": IMAGES, "datatype": "BYTES", "shape": [-1]},
             {"name": PIXELS, "datatype": "FP32", "shape": [-1, size.height, size.width, 3]},
         ],
-        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, classes]}],
+        "outputs": [{"name": output, **outputs[output]} for output in output_names(classifier)],
     }
 
 
@@ -193,8 +215,11 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[: int(header_length)], body[int(header_length) :]
 
 
-def parse_infer_request(body: bytes, header_length: str | None, count_images: ImageCounter) -> InferRequest:
-    """Parse an inference request, JSON or with binary tensor data (see the module docstring).
+def parse_infer_request(
+    body: bytes, header_length: str | None, count_images: ImageCounter, names: list[str]
+) -> InferRequest:
+    """Parse an inference request, JSON or with binary tensor data (see the module docstring), for a
+    version with the outputs `names`.
 
     A body that is all binary (`Inference-Header-Content-Length: 0`, Triton's raw binary request)
     is one encoded image, answered in binary. Encoded images are counted by `count_images` from the
@@ -204,7 +229,7 @@ def parse_infer_request(body: bytes, header_length: str | None, count_images: Im
     if not header:
         if not binary:
             raise InvalidInput("Empty request body: expected an inference request")
-        return InferRequest(None, [binary], None, [RequestedOutput(binary=True)])
+        return InferRequest(None, [binary], None, [RequestedOutput(binary=True, name=name) for name in names])
     request = parse_json_object(
         header,
         not_json="The inference request is not valid JSON ({reason})",
@@ -221,7 +246,8 @@ def parse_infer_request(body: bytes, header_length: str | None, count_images: Im
         raise InvalidInput("'id' must be a string")
     images, pixels = read_input(inputs[0], binary, count_images)
     default_binary = _flag(_parameters(request, "the request"), "binary_data_output", "the request")
-    return InferRequest(request_id, images, pixels, requested_outputs(request.get("outputs"), default_binary))
+    outputs = requested_outputs(request.get("outputs"), default_binary, names)
+    return InferRequest(request_id, images, pixels, outputs)
 
 
 def _parameters(spec: dict[str, Any], where: str) -> dict[str, Any]:
@@ -352,32 +378,47 @@ def _flatten(data: Any) -> Iterator[Any]:
             yield item
 
 
-def requested_outputs(outputs: Any, default_binary: bool) -> list[RequestedOutput]:
-    """The outputs asked for; all of them (the one) when none is named."""
+def requested_outputs(outputs: Any, default_binary: bool, names: list[str]) -> list[RequestedOutput]:
+    """The outputs asked for, among the version's `names`; all of them when none is named."""
     if outputs is None:
-        return [RequestedOutput(binary=default_binary)]
+        return [RequestedOutput(binary=default_binary, name=name) for name in names]
     if not isinstance(outputs, list) or not outputs:
-        raise InvalidInput(
-            f"'outputs' must be a list of requested outputs; the model's one output is {OUTPUT}"
-        )
+        raise InvalidInput(f"'outputs' must be a list of requested outputs; {_outputs_in_words(names)}")
     requested = []
     for spec in outputs:
         name = spec.get("name") if isinstance(spec, dict) else None
-        if name != OUTPUT:
-            raise InvalidInput(f"Unknown output {name!r}: the model's one output is {OUTPUT}")
-        where = f"output {OUTPUT!r}"
+        if name not in names:
+            raise InvalidInput(f"Unknown output {name!r}: {_outputs_in_words(names)}")
+        if any(output.name == name for output in requested):
+            raise InvalidInput(f"{name!r} is requested more than once; request it once")
+        where = f"output {name!r}"
         parameters = _parameters(spec, where)
         binary = _flag(parameters, "binary_data", where, default_binary)
-        requested.append(RequestedOutput(binary, _count(parameters, "classification", where, 1) or 0))
-    if len(requested) > 1:
-        raise InvalidInput(f"{OUTPUT!r} is requested {len(requested)} times; request it once")
+        classification = _count(parameters, "classification", where, 1) or 0
+        if classification and name != OUTPUT:
+            raise InvalidInput(f"{where}: classification applies to {OUTPUT} only")
+        requested.append(RequestedOutput(binary, classification, name))
     return requested
+
+
+def inference_tensor(
+    inference: Inference, labels: list[str], requested: RequestedOutput
+) -> tuple[str, list[int], np.ndarray | list[bytes]]:
+    """The requested output's datatype, shape and data: the probabilities (`output_tensor`), or each
+    image's ood_score, or whether it is confident."""
+    count = len(inference.images)
+    if requested.name == SCORE:
+        return "FP32", [count], np.array([image.ood_score for image in inference.images], np.float32)
+    if requested.name == CONFIDENT:
+        return "BOOL", [count], np.array([image.confident for image in inference.images], bool)
+    probabilities = np.stack([image.probabilities for image in inference.images])
+    return output_tensor(probabilities, labels, requested)
 
 
 def output_tensor(
     probabilities: np.ndarray, labels: list[str], requested: RequestedOutput
 ) -> tuple[str, list[int], np.ndarray | list[bytes]]:
-    """The output's datatype, shape and data: the probabilities, or the top classes (Triton's
+    """The probabilities' datatype, shape and data: the probabilities, or the top classes (Triton's
     classification extension: "score:index:label", highest first, at most the number of classes)."""
     if not requested.classification:
         return "FP32", list(probabilities.shape), probabilities
@@ -400,12 +441,16 @@ def infer_response(
         body["id"] = request_id
     body["outputs"], binary_parts = [], []
     for requested, (datatype, shape, data) in outputs:
-        tensor: dict[str, Any] = {"name": OUTPUT, "datatype": datatype, "shape": shape}
+        tensor: dict[str, Any] = {"name": requested.name, "datatype": datatype, "shape": shape}
         if requested.binary:
-            raw = data.astype("<f4").tobytes() if datatype == "FP32" else serialize_bytes(data)
+            raw = (
+                serialize_bytes(data)
+                if datatype == "BYTES"
+                else data.astype(ELEMENT_TYPES[datatype]).tobytes()
+            )
             tensor["parameters"] = {"binary_data_size": len(raw)}
             binary_parts.append(raw)
-        elif datatype == "FP32":
+        elif datatype != "BYTES":
             tensor["data"] = data.reshape(-1).tolist()
         else:
             tensor["data"] = [element.decode() for element in data]
@@ -527,7 +572,10 @@ async def infer(request: Request, dataplane: DataPlaneDep) -> Response:
     name, version = model_path(request)
     classifier = dataplane.model(name, version)
     parsed = parse_infer_request(
-        await request.body(), request.headers.get(HEADER_LENGTH), dataplane.count_images
+        await request.body(),
+        request.headers.get(HEADER_LENGTH),
+        dataplane.count_images,
+        output_names(classifier),
     )
     if parsed.images is not None:
         inputs: list[Upload] | np.ndarray = [
@@ -537,7 +585,6 @@ async def infer(request: Request, dataplane: DataPlaneDep) -> Response:
         assert parsed.pixels is not None
         inputs = parsed.pixels
     inference = await dataplane.infer(request, classifier, inputs)
-    stacked = np.stack([image.probabilities for image in inference.images])
     labels = classifier.model.labels
-    outputs = [(requested, output_tensor(stacked, labels, requested)) for requested in parsed.outputs]
+    outputs = [(requested, inference_tensor(inference, labels, requested)) for requested in parsed.outputs]
     return infer_response(name, classifier.model.version, parsed.id, outputs)

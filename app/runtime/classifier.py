@@ -30,7 +30,7 @@ class Classifier:
         self._decoders = decoders
         self.batching = batching_for(model, settings)
         self.batcher = Batcher(
-            model.predict,
+            model.infer,
             max_batch_size=self.batching.max_batch_size,
             batch_timeout_s=settings.batch_timeout_ms / 1000 if self.batching.wait else 0.0,
             max_queue_size=settings.max_queue_size,
@@ -73,7 +73,8 @@ class Classifier:
         return classifier
 
     async def classify(self, uploads: Sequence[Upload]) -> list[np.ndarray]:
-        """Probabilities for each upload, in order; raises the first bad upload's error, in upload order.
+        """`Model.infer`'s record (probabilities and ood_score) for each upload, in order; raises the
+        first bad upload's error, in upload order.
 
         Raises `Overloaded` when the queue has no room, `RequestTimedOut` when an image waited
         too long, and an `InvalidImage` for an upload that cannot be decoded.
@@ -82,8 +83,8 @@ class Classifier:
             return await admission.prepare_and_predict(self._decoders, self._prepare, uploads)
 
     async def classify_pixels(self, pixels: np.ndarray) -> list[np.ndarray]:
-        """Probabilities for each image of `pixels`: float32 [images, height, width, 3], RGB in 0..255,
-        already at the model's input size (the SavedModel's `predict_pixels` input).
+        """`Model.infer`'s record for each image of `pixels`: float32 [images, height, width, 3], RGB in
+        0..255, already at the model's input size (the SavedModel's `predict_pixels` input).
 
         Raises `InvalidInput` for any other shape or a value that is not a finite number, and
         `Overloaded` or `RequestTimedOut` as `classify` does.

@@ -71,12 +71,50 @@ class Architecture(BaseModel):
 FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")]
 
 
+class ReportFigure(BaseModel):
+    """One plot of the training report and what it shows."""
+
+    file: FileName
+    caption: str
+
+
 class ReportManifest(BaseModel):
     """The training report the exporter wrote into the version: a folder, its page, its files."""
 
     folder: FileName
     page: FileName
     files: list[FileName]
+    figures: list[ReportFigure] = Field(
+        [], description="The plots among `files`, with captions; versions exported before have none."
+    )
+
+
+class Calibration(BaseModel):
+    """How the probabilities were calibrated at export, and the expected calibration error it left."""
+
+    method: str = Field(examples=["temperature scaling"])
+    fitted_on: str = Field(examples=["the 500 validation images"])
+    bins: int = Field(ge=1, examples=[15])
+    ece_before: float = Field(ge=0, le=1, examples=[0.041])
+    ece_after: float = Field(ge=0, le=1, examples=[0.012])
+
+
+class OutOfDistribution(BaseModel):
+    """The score that tells images unlike the training data, and the threshold chosen at export."""
+
+    method: str = Field(examples=["mahalanobis"])
+    score: str = Field(description="What `ood_score` measures.")
+    threshold: float = Field(examples=[412.5])
+    threshold_rule: str = Field(examples=["keeps 95% of the 500 validation images"])
+
+
+class ConfidenceSpec(BaseModel):
+    """metadata.json's `confidence`: written by exporters since calibrated probabilities and
+    `ood_score` were added to the signatures."""
+
+    temperature: float = Field(gt=0, examples=[1.31])
+    calibration: Calibration
+    ood: OutOfDistribution
 
 
 class ModelMetadata(BaseModel):
@@ -93,6 +131,7 @@ class ModelMetadata(BaseModel):
     signatures: dict[str, Any]
     training: dict[str, Any] = {}
     report: ReportManifest | None = None
+    confidence: ConfidenceSpec | None = None
 
     @model_validator(mode="after")
     def _one_label_per_class(self) -> "ModelMetadata":

@@ -73,13 +73,34 @@ class Model:
     def labels(self) -> list[str]:
         return self.metadata.labels
 
+    def ood_threshold(self, override: float | None = None) -> float | None:
+        """The ood_score above which an answer of this version is not confident: `override`
+        (OOD_THRESHOLD) when set, else the one chosen at export; None when the version has no score."""
+        if self.metadata.confidence is None:
+            return None
+        return self.metadata.confidence.ood.threshold if override is None else override
+
     def resize(self, image: np.ndarray) -> np.ndarray:
         """uint8 RGB [h, w, 3] -> float32 [height, width, 3]: the SavedModel's resize, as in training."""
         return self._resize(image=image)["pixels"].numpy()
 
+    def infer(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 [batch, height, width, 3] in 0..255 -> one record per image: its `probabilities`
+        [classes] (calibrated, for versions exported with a temperature) and its `ood_score` (NaN for
+        versions exported before the score). One row per image, as the batcher hands them out."""
+        outputs = self._predict(pixels=pixels)
+        probabilities = outputs["probabilities"].numpy()
+        records = np.empty(
+            len(probabilities),
+            [("probabilities", np.float32, probabilities.shape[1:]), ("ood_score", np.float32)],
+        )
+        records["probabilities"] = probabilities
+        records["ood_score"] = outputs["ood_score"].numpy() if "ood_score" in outputs else np.nan
+        return records
+
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """float32 [batch, height, width, 3] in 0..255 -> probabilities [batch, classes]."""
-        return self._predict(pixels=pixels)["probabilities"].numpy()
+        return self.infer(pixels)["probabilities"]
 
     def warm_up(self, batch_sizes: list[int], measure_seconds: float = 0.0) -> None:
         """Run every batch size the batcher can form once, so no request pays for a first call; then,
@@ -89,7 +110,7 @@ class Model:
         self.resize(np.zeros((size.height + 1, size.width + 1, 3), np.uint8))
         pixels = np.zeros((max(batch_sizes), size.height, size.width, 3), np.float32)
         for batch_size in batch_sizes:
-            probabilities = self.predict(pixels[:batch_size])
+            probabilities = self.infer(pixels[:batch_size])["probabilities"]
             if probabilities.shape != (batch_size, len(self.labels)):
                 raise ModelLoadError(
                     f"{self.path}: the model gives probabilities of shape {list(probabilities.shape[1:])} "

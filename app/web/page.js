@@ -1,6 +1,6 @@
 // The page at GET /: classify dropped or picked images with POST /predict, and show GET /model.
 // Plain JavaScript, no build step, nothing from another origin. Every field that other versions of
-// the service may not send (versions, report, training figures) is optional.
+// the service may not send (versions, report, plots, confidence, training figures) is optional.
 "use strict";
 
 // Reference end points of Inception V2 (TF-slim names): every layer whose name starts with one
@@ -55,7 +55,7 @@ function showProblem(container, problem) {
   );
 }
 
-function showPredictions(container, predictions) {
+function predictionList(predictions) {
   const list = el("ol", { className: "predictions" });
   for (const prediction of predictions) {
     const bar = el("span", { className: "bar" }, el("span", { className: "bar-fill" }));
@@ -72,7 +72,29 @@ function showPredictions(container, predictions) {
     item.dataset.score = String(prediction.score);
     list.append(item);
   }
-  container.replaceChildren(list);
+  return list;
+}
+
+// One /predict result. An image the model is not sure of (`confident: false`: unlike its training
+// data) says so first, and its guesses follow greyed, so no bar reads as an answer. Versions
+// exported before confidence scores send `confident: null`: the bars alone, as before.
+function showResult(container, result) {
+  const list = predictionList(result.predictions);
+  container.dataset.confident = String(result.confident ?? "unknown");
+  if (result.confident === false) {
+    list.classList.add("unsure");
+    container.replaceChildren(
+      el(
+        "div",
+        { className: "not-sure" },
+        el("p", { className: "verdict" }, "Not sure"),
+        el("p", { className: "verdict-detail" }, "This image is unlike what the model was trained on; its guesses:"),
+      ),
+      list,
+    );
+  } else {
+    container.replaceChildren(list);
+  }
 }
 
 async function classify(file, item) {
@@ -82,7 +104,7 @@ async function classify(file, item) {
   try {
     const response = await fetch("/predict", { method: "POST", body: form });
     if (response.ok) {
-      showPredictions(outcome, (await response.json()).results[0].predictions);
+      showResult(outcome, (await response.json()).results[0]);
     } else {
       showProblem(outcome, await readProblem(response));
     }
@@ -214,81 +236,123 @@ function versionsSection(versions, served) {
   );
 }
 
-// A list of numbers (a training curve) as an SVG line, with its first and last values in words.
-function sparkline(name, values) {
-  const width = 240;
-  const height = 60;
-  const low = Math.min(...values);
-  const span = Math.max(...values) - low || 1;
-  const step = values.length > 1 ? width / (values.length - 1) : 0;
-  const points = values.map((v, i) => `${(i * step).toFixed(1)},${(height - ((v - low) / span) * height).toFixed(1)}`);
-  const svgNS = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(svgNS, "svg");
-  svg.setAttribute("viewBox", `-2 -2 ${width + 4} ${height + 4}`);
-  svg.setAttribute("class", "sparkline");
-  svg.setAttribute("aria-hidden", "true");
-  const line = document.createElementNS(svgNS, "polyline");
-  line.setAttribute("points", points.join(" "));
-  svg.append(line);
-  const words = `${values.length} values, from ${formatValue(values[0])} to ${formatValue(values.at(-1))}`;
-  return el("figure", { className: "curve" }, svg, el("figcaption", {}, `${name}: ${words}`));
-}
-
 function formatValue(value) {
   if (typeof value === "number" && !Number.isInteger(value)) {
     return String(Number(value.toPrecision(4))); // 0.001, 0.8733
   }
-  return value === null ? "n/a" : String(value);
+  if (Array.isArray(value)) {
+    return value.map(formatValue).join(", ");
+  }
+  if (isPlainObject(value)) {
+    return JSON.stringify(value);
+  }
+  return value === null || value === undefined ? "none" : String(value);
 }
 
-// Training figures as exported: whatever keys they have, numbers and words as a list, nested
-// groups as sub-sections, number series as curves.
-function figures(name, value, level) {
-  const section = el("section", { className: "figures" }, el(`h${Math.min(level, 6)}`, {}, name));
-  const scalars = [];
-  for (const [key, item] of Object.entries(value)) {
-    if (Array.isArray(item) && item.length && item.every((v) => typeof v === "number")) {
-      section.append(sparkline(key, item));
-    } else if (isPlainObject(item)) {
-      if (Object.keys(item).length) {
-        section.append(figures(key, item, level + 1));
-      }
-    } else {
-      scalars.push([key, Array.isArray(item) ? item.map(formatValue).join(", ") : formatValue(item)]);
-    }
+function ratio(value) {
+  return typeof value === "number" ? percent(value) : "n/a";
+}
+
+function count(n, noun, plural = `${noun}s`) {
+  return `${numberFormat.format(n)} ${n === 1 ? noun : plural}`;
+}
+
+function duration(seconds) {
+  const minutes = Math.floor(seconds / 60);
+  return minutes ? `${minutes} min ${Math.round(seconds % 60)} s` : `${Math.round(seconds)} s`;
+}
+
+// The settings the sentence below puts in words; any other is listed by name.
+const SETTINGS_IN_WORDS = new Set([
+  "arch", "image_size", "epochs", "patience", "batch_size", "learning_rate", "seed", "augment", "validation_split",
+]);
+
+// The training summary as exported, in words: data counts, settings, accuracy, then per class.
+function trainingSection(training) {
+  const section = el("section", { className: "training" }, el("h3", {}, "Training"));
+  const data = isPlainObject(training.data) ? training.data : {};
+  const params = isPlainObject(training.params) ? training.params : {};
+  const metrics = isPlainObject(training.metrics) ? training.metrics : {};
+  const sentences = [];
+  if (typeof data.num_train === "number") {
+    const classes = isPlainObject(data.train_per_class) ? ` of ${count(Object.keys(data.train_per_class).length, "class", "classes")}` : "";
+    const held = typeof data.num_validation === "number" ? `, validated on ${numberFormat.format(data.num_validation)} held back` : "";
+    const share = typeof params.validation_split === "number" ? ` (${percent(params.validation_split)})` : "";
+    const skipped = Array.isArray(data.skipped_files) && data.skipped_files.length ? `; ${count(data.skipped_files.length, "unreadable file")} skipped` : "";
+    sentences.push(`Trained on ${count(data.num_train, "image")}${classes}${held}${share}${skipped}.`);
   }
-  if (scalars.length) {
-    section.querySelector(`h${Math.min(level, 6)}`).after(definitions(scalars));
+  if (params.arch !== undefined) {
+    const size = params.image_size ? ` at ${params.image_size} × ${params.image_size} pixels` : "";
+    const run = typeof metrics.epochs_run === "number" ? ` (${metrics.epochs_run} run)` : "";
+    const patience = params.patience ? `, stopping early after ${count(params.patience, "epoch")} without progress` : "";
+    const took = typeof training.duration_seconds === "number" ? ` It took ${duration(training.duration_seconds)}${training.device ? ` on ${training.device}` : ""}.` : "";
+    sentences.push(
+      `The ${params.arch} network${size}, up to ${count(params.epochs, "epoch")}${run}${patience}; batches of ${params.batch_size}, ` +
+        `learning rate ${formatValue(params.learning_rate)}, seed ${params.seed}, ${params.augment ? "with" : "without"} augmentation.${took}`,
+    );
+  }
+  if (typeof metrics.val_accuracy === "number") {
+    sentences.push(`Validation accuracy: ${percent(metrics.val_accuracy)}.`);
+  }
+  for (const sentence of sentences) {
+    section.append(el("p", {}, sentence));
+  }
+  if (isPlainObject(metrics.per_class) && Object.keys(metrics.per_class).length) {
+    const rows = Object.entries(metrics.per_class).map(([name, row]) => [
+      el("th", { scope: "row" }, name),
+      el("td", { className: "number" }, ratio(row.precision)),
+      el("td", { className: "number" }, ratio(row.recall)),
+      el("td", { className: "number" }, ratio(row.f1)),
+      el("td", { className: "number" }, numberFormat.format(row.support)),
+    ]);
+    section.append(table("Per class, on the validation images", ["Class", "Precision", "Recall", "F1", "Images"], rows, "per-class"));
+  }
+  const inWords = params.arch === undefined ? new Set() : SETTINGS_IN_WORDS;
+  const others = Object.entries(params).filter(([key]) => !inWords.has(key));
+  if (others.length) {
+    section.append(el("h4", {}, "Other settings"), definitions(others.map(([key, value]) => [key.replaceAll("_", " "), formatValue(value)])));
   }
   return section;
 }
 
-// The training report (an HTML page of the service): a link, and its plots shown here if any.
-async function reportSection(url) {
-  const section = el(
-    "section",
-    { className: "report" },
-    el("h3", {}, "Training report"),
-    el("p", {}, el("a", { href: url }, "Open the full training report")),
-  );
-  try {
-    const response = await fetch(url);
-    if (response.ok && (response.headers.get("Content-Type") ?? "").includes("text/html")) {
-      const report = new DOMParser().parseFromString(await response.text(), "text/html");
-      const base = new URL(url, window.location.href);
-      for (const [index, image] of [...report.querySelectorAll("img[src]")].entries()) {
-        const source = new URL(image.getAttribute("src"), base);
-        const caption = image.getAttribute("alt") || `Plot ${index + 1}`;
-        section.append(el("figure", { className: "plot" }, el("img", { src: source.href, alt: caption }), el("figcaption", {}, caption)));
-      }
-    }
-  } catch {
-    // the link above still works; plots are a convenience
+// How far to trust an answer: the threshold of "not sure" and the calibration, in words.
+function confidenceSection(confidence) {
+  const section = el("section", { className: "confidence" }, el("h3", {}, "Confidence"));
+  if (typeof confidence.threshold !== "number") {
+    section.append(el("p", {}, "This version was exported before confidence scores: its probabilities are not calibrated, and it cannot say when it is not sure."));
+    return section;
+  }
+  const how = confidence.threshold_source === "setting" ? "set by the service's OOD_THRESHOLD" : `chosen at export: it ${confidence.threshold_rule}`;
+  section.append(el("p", {}, `An answer reads “not sure” when the image's out-of-distribution score (${confidence.method}) is above ${formatValue(confidence.threshold)}, a threshold ${how}.`));
+  const calibration = confidence.calibration;
+  if (calibration) {
+    section.append(
+      el(
+        "p",
+        {},
+        `Probabilities are calibrated by ${calibration.method} (T = ${formatValue(confidence.temperature)}), fitted on ${calibration.fitted_on}: ` +
+          `expected calibration error ${percent(calibration.ece_before)} before, ${percent(calibration.ece_after)} after.`,
+      ),
+    );
   }
   return section;
 }
 
-async function renderCard(info) {
+// The training report's plots, as /model lists them, and a link to the whole report.
+function reportSection(url, plots) {
+  const section = el("section", { className: "report" }, el("h3", {}, "Training report"));
+  if (url) {
+    section.append(el("p", {}, el("a", { href: url }, "Open the full training report")));
+  }
+  const gallery = el("div", { className: "plots" });
+  for (const plot of plots) {
+    gallery.append(el("figure", { className: "plot" }, el("img", { src: plot.url, alt: plot.caption }), el("figcaption", {}, plot.caption)));
+  }
+  section.append(gallery);
+  return section;
+}
+
+function renderCard(info) {
   document.getElementById("model-line").textContent = `Serving ${info.name} version ${info.version}`;
   const labels = el("ul", { className: "labels" }, ...info.labels.map((label) => el("li", {}, label)));
   const parts = [
@@ -302,19 +366,21 @@ async function renderCard(info) {
     ]),
     el("section", {}, el("h3", {}, `Labels (${info.labels.length})`), labels),
   ];
+  if (isPlainObject(info.confidence)) {
+    parts.push(confidenceSection(info.confidence));
+  }
+  if (isPlainObject(info.training) && Object.keys(info.training).length) {
+    parts.push(trainingSection(info.training));
+  }
+  const plots = Array.isArray(info.plots) ? info.plots : [];
+  if (info.report || plots.length) {
+    parts.push(reportSection(info.report, plots));
+  }
   if (Array.isArray(info.versions) && info.versions.length) {
     parts.push(versionsSection(info.versions, info.version));
   }
-  const columns = el("div", { className: "columns" });
   if (info.architecture?.layers) {
-    columns.append(architectureSection(info.architecture));
-  }
-  if (isPlainObject(info.training) && Object.keys(info.training).length) {
-    columns.append(figures("Training", info.training, 3));
-  }
-  parts.push(columns);
-  if (typeof info.report === "string" && info.report) {
-    parts.push(await reportSection(info.report));
+    parts.push(architectureSection(info.architecture));
   }
   document.getElementById("card-body").replaceChildren(...parts);
 }
@@ -324,7 +390,7 @@ async function loadCard() {
   try {
     const response = await fetch("/model");
     if (response.ok) {
-      await renderCard(await response.json());
+      renderCard(await response.json());
       return;
     }
     const problem = await readProblem(response);

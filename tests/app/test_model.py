@@ -18,7 +18,7 @@ def test_model_describes_the_served_model(client):
         "resize": "bilinear",
     }
     assert body["training"] == {"params": {"epochs": 0}, "data": {"images": 0}, "metrics": {}}
-    assert set(body["signatures"]) == {"serving_default", "predict_pixels", "resize_image"}
+    assert set(body["signatures"]) == {"serving_default", "predict_pixels", "resize_image", "features"}
     assert body["created_at"].endswith("Z")
 
 

@@ -47,13 +47,28 @@ def browser() -> Iterator[Browser]:
 def page(browser, server) -> Iterator[Page]:
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    errors = watch_errors(page)
     page.goto(server.url + "/")
     expect(page.locator("#model-line")).to_have_text("Serving inception_v2 version 1")
     yield page
     page.close()
-    assert errors == [], "the page's script raised"
+    assert errors == [], "the page's script raised or logged an error"
+
+
+def watch_errors(page: Page) -> list[str]:
+    """What the page's script raises and every error on its console (a Content-Security-Policy
+    violation, a failed load), except the answers the tests ask for on purpose (4xx, 5xx)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on(
+        "console",
+        lambda message: (
+            message.type == "error"
+            and "the server responded with a status of" not in message.text
+            and errors.append(message.text)
+        ),
+    )
+    return errors
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +217,9 @@ def test_the_drop_zone_is_reached_and_used_with_the_keyboard(page, images):
     chooser.value.set_files(images["drawing.png"])
 
     assert len(shown_predictions(result(page, "drawing.png"))) == len(LABELS)
+    # Exported before confidence scores: no verdict either way.
+    assert result(page, "drawing.png").locator(".outcome").get_attribute("data-confident") == "unknown"
+    expect(result(page, "drawing.png").locator(".not-sure")).to_have_count(0)
 
 
 def test_the_model_card_shows_the_models_metadata(server, page):
@@ -225,9 +243,13 @@ def test_the_model_card_shows_the_models_metadata(server, page):
     # The seed network has no Inception V2 end points: each layer is its own row.
     rows = card.locator("table.blocks tbody tr")
     assert rows.locator("th").all_inner_texts() == [layer["name"] for layer in info["architecture"]["layers"]]
-    # Training figures as exported by the fixture: {"params": {"epochs": 0}, "data": {"images": 0}}
+    # Training settings as exported by the fixture, {"params": {"epochs": 0}}, none put in words.
     assert facts["epochs"] == "0"
-    assert facts["images"] == "0"
+    # Exported before confidence scores: the card says what that means.
+    expect(card.locator(".confidence p")).to_have_text(
+        "This version was exported before confidence scores: its probabilities are not calibrated, "
+        "and it cannot say when it is not sure."
+    )
 
 
 def test_the_model_card_lists_every_version_with_its_state(server, page):
@@ -324,27 +346,143 @@ def trained_server(trained_repository, tmp_path_factory) -> Iterator[Server]:
         yield server
 
 
-def test_the_model_card_links_the_training_report_and_shows_its_plots(browser, trained_server):
-    report = httpx.get(trained_server.url + "/model").json()["report"]
-    page_url = str(httpx.get(trained_server.url + report, follow_redirects=True).url)
+@pytest.fixture
+def trained_page(browser, trained_server) -> Iterator[Page]:
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors = watch_errors(page)
+    page.goto(trained_server.url + "/")
+    expect(page.locator("#model-line")).to_have_text(f"Serving {TRAINED_NAME} version 1")
+    yield page
+    page.close()
+    assert errors == [], "the page's script raised or logged an error"
+
+
+def test_the_model_card_links_the_training_report_and_shows_its_plots(trained_server, trained_page):
+    info = httpx.get(trained_server.url + "/model").json()
+    page_url = str(httpx.get(trained_server.url + info["report"], follow_redirects=True).url)
     links = PageLinks()
     links.feed(httpx.get(page_url).text)
-    page = browser.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
 
-    page.goto(trained_server.url + "/")
-
-    expect(page.locator(".report a")).to_have_attribute("href", report)
-    plots = page.locator(".report img")
+    expect(trained_page.locator(".report a")).to_have_attribute("href", info["report"])
+    plots = trained_page.locator(".report img")
     expect(plots).to_have_count(len(links.images))
-    assert [plot.get_attribute("src") for plot in plots.all()] == [
-        urljoin(page_url, src) for src in links.images
+    # The plots /model lists are the report page's own, taken from /model: the page parses no HTML.
+    assert [urljoin(page_url, src) for src in links.images] == [
+        trained_server.url + plot["url"] for plot in info["plots"]
+    ]
+    assert [(plot.get_attribute("src"), plot.get_attribute("alt")) for plot in plots.all()] == [
+        (plot["url"], plot["caption"]) for plot in info["plots"]
+    ]
+    assert trained_page.locator(".report figcaption").all_inner_texts() == [
+        plot["caption"] for plot in info["plots"]
     ]
     # Locator checks, not wait_for_function: a predicate string is eval'd, which the page's CSP forbids.
     for plot in plots.all():
         expect(plot).to_have_js_property("complete", True)
         assert plot.evaluate("img => img.naturalWidth") > 0, plot.get_attribute("src")
-    page.close()
+
+
+def test_the_model_card_reads_as_a_card(trained_server, trained_page):
+    training = httpx.get(trained_server.url + "/model").json()["training"]
+    confidence = httpx.get(trained_server.url + "/model").json()["confidence"]
+    data, params, metrics = training["data"], training["params"], training["metrics"]
+    card = trained_page.locator("#card-body")
+
+    sentences = card.locator(".training > p").all_inner_texts()
+
+    assert sentences[0] == (
+        f"Trained on {data['num_train']} images of 3 classes, validated on {data['num_validation']} "
+        "held back (20.0 %)."
+    )
+    assert sentences[1].startswith(
+        f"The inception_v2_seed network at 16 × 16 pixels, up to 4 epochs ({metrics['epochs_run']} run), "
+        "stopping early after 4 epochs without progress; batches of 8, learning rate 0.001, seed 7, "
+        f"{'with' if params['augment'] else 'without'} augmentation. It took "
+    )
+    assert sentences[2] == f"Validation accuracy: {metrics['val_accuracy'] * 100:.1f} %."
+    rows = card.locator("table.per-class tbody tr")
+    assert [row.locator("th, td").all_inner_texts() for row in rows.all()] == [
+        [name, *(f"{row[key] * 100:.1f} %" for key in ("precision", "recall", "f1")), str(row["support"])]
+        for name, row in metrics["per_class"].items()
+    ]
+    assert card.locator("table.per-class thead th").all_inner_texts() == [
+        "Class", "Precision", "Recall", "F1", "Images"
+    ]  # fmt: skip
+    others = dict(
+        zip(
+            card.locator(".training .facts dt").all_inner_texts(),
+            card.locator(".training .facts dd").all_inner_texts(),
+            strict=True,
+        )
+    )
+    in_words = {"arch", "image_size", "epochs", "patience", "batch_size", "learning_rate", "seed", "augment"}
+    assert others == {
+        key.replace("_", " "): shown_value(value)
+        for key, value in params.items()
+        if key not in in_words | {"validation_split"}
+    }
+    assert others["model name"] == TRAINED_NAME
+    calibration = confidence["calibration"]
+    threshold, temperature = shown_number(confidence["threshold"]), shown_number(confidence["temperature"])
+    before, after = (f"{calibration[key] * 100:.1f} %" for key in ("ece_before", "ece_after"))
+    assert card.locator(".confidence p").all_inner_texts() == [
+        "An answer reads “not sure” when the image's out-of-distribution score (mahalanobis) is above "
+        f"{threshold}, a threshold chosen at export: it {confidence['threshold_rule']}.",
+        f"Probabilities are calibrated by temperature scaling (T = {temperature}), fitted on "
+        f"{calibration['fitted_on']}: expected calibration error {before} before, {after} after.",
+    ]
+
+
+def shown_value(value: object) -> str:
+    """A setting as the page shows it: JavaScript's String() of it, four digits for a fraction."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else shown_number(value)
+    return str(value)
+
+
+def shown_number(value: float) -> str:
+    """A number as the page shows it: four significant digits (JavaScript's toPrecision(4))."""
+    return f"{float(f'{value:.4g}'):g}"
+
+
+def test_an_image_the_model_is_not_sure_of_reads_not_sure(
+    trained_repository, trained_server, trained_page, tmp_path
+):
+    models, _ = trained_repository
+    uploads = {
+        "red.jpg": (models.parent / "data" / "red" / "0.jpg").read_bytes(),
+        "static.png": encode(noise(40, 40)),
+    }
+    for name, data in uploads.items():
+        (tmp_path / name).write_bytes(data)
+    answers = {
+        name: httpx.post(f"{trained_server.url}/predict", files={"file": (name, data)}, timeout=60).json()
+        for name, data in uploads.items()
+    }
+    assert [answers[name]["results"][0]["confident"] for name in uploads] == [True, False]
+
+    trained_page.set_input_files("#files", [tmp_path / name for name in uploads])
+
+    sure, unsure = result(trained_page, "red.jpg"), result(trained_page, "static.png")
+    expect(unsure.locator(".not-sure .verdict")).to_have_text("Not sure")
+    expect(unsure.locator(".verdict-detail")).to_have_text(
+        "This image is unlike what the model was trained on; its guesses:"
+    )
+    expect(unsure.locator(".predictions.unsure")).to_have_count(1)
+    assert unsure.locator(".outcome").get_attribute("data-confident") == "false"
+    expect(sure.locator(".not-sure")).to_have_count(0)
+    expect(sure.locator(".predictions.unsure")).to_have_count(0)
+    assert sure.locator(".outcome").get_attribute("data-confident") == "true"
+    # The guesses are still there, greyed: the same labels and scores /predict gave.
+    shown = shown_predictions(unsure)
+    assert [label for label, _, _ in shown] == [
+        p["label"] for p in answers["static.png"]["results"][0]["predictions"]
+    ]
 
 
 def test_a_report_page_shows_its_figures_but_no_report_file_runs_script(browser, trained_server):
@@ -353,7 +491,7 @@ def test_a_report_page_shows_its_figures_but_no_report_file_runs_script(browser,
 
     page.goto(trained_server.url + "/model/report/1/")
     figures = page.locator("img")
-    expect(figures).to_have_count(3)
+    expect(figures).to_have_count(4)
     for figure in figures.all():
         expect(figure).to_have_js_property("complete", True)
         assert figure.evaluate("img => img.naturalWidth") > 0, figure.get_attribute("src")

@@ -137,7 +137,13 @@ def test_metadata_gives_the_saved_models_signature_defs_in_tf_servings_json(clie
     body = response.json()
     assert body["model_spec"] == {"name": MODEL_NAME, "signature_name": "", "version": "1"}
     signatures = body["metadata"]["signature_def"]["signature_def"]
-    assert set(signatures) == {"serving_default", "predict_pixels", "resize_image", "__saved_model_init_op"}
+    assert set(signatures) == {
+        "serving_default",
+        "predict_pixels",
+        "resize_image",
+        "features",
+        "__saved_model_init_op",
+    }
 
     def dims(*sizes: int) -> dict:
         return {"dim": [{"size": str(size), "name": ""} for size in sizes], "unknown_rank": False}
@@ -151,7 +157,7 @@ def test_metadata_gives_the_saved_models_signature_defs_in_tf_servings_json(clie
                 "tensor_shape": dims(-1),
             }
         },
-        "outputs": {"probabilities": {"name": "StatefulPartitionedCall_1:0", **probabilities}},
+        "outputs": {"probabilities": {"name": "StatefulPartitionedCall_2:0", **probabilities}},
         "method_name": "tensorflow/serving/predict",
         "defaults": {},
     }

@@ -120,8 +120,8 @@ def test_a_request_holding_a_version_finishes_on_it_while_it_is_unloaded(reposit
     checking = threading.Thread(target=server.poll)
     checking.start()
     wait_for(lambda: (1, "UNLOADING") in states(server))
-    [probabilities] = asyncio.run(held.classify([("a.png", io.BytesIO(png()))]))
-    assert probabilities.shape == (3,)
+    [record] = asyncio.run(held.classify([("a.png", io.BytesIO(png()))]))
+    assert record["probabilities"].shape == (3,)
     assert held.model.version == 1
     unloaded = weakref.ref(held)
     del held

@@ -86,7 +86,7 @@ def test_export_writes_tf_serving_layout_and_metadata(tmp_path, small_model):
         "params": 0,
     }
     assert layers["tower2_2"]["params"] == 64 * 64 * 9 + 64
-    assert sorted(metadata["signatures"]) == ["predict_pixels", "resize_image", "serving_default"]
+    assert sorted(metadata["signatures"]) == ["features", "predict_pixels", "resize_image", "serving_default"]
     assert metadata["training"] == {"metrics": {"val_accuracy": 0.5}}
 
 

@@ -39,7 +39,12 @@ def test_every_image_the_page_names_exists_and_nothing_is_fetched_from_elsewhere
 
     page, links = read_page(folder)
 
-    assert links.images == ["learning_curves.png", "confusion_matrix.png", "worst_validation.png"]
+    assert links.images == [
+        "learning_curves.png",
+        "confusion_matrix.png",
+        "calibration.png",
+        "worst_validation.png",
+    ]
     for name in links.images:
         assert (folder / name).read_bytes().startswith(PNG_SIGNATURE), name
     assert links.external == []
@@ -69,7 +74,13 @@ def test_metadata_lists_the_report_files(trained_repository):
     assert metadata["report"] == {
         "folder": "report",
         "page": "index.html",
-        "files": ["learning_curves.png", "confusion_matrix.png", "worst_validation.png"],
+        "files": ["learning_curves.png", "confusion_matrix.png", "calibration.png", "worst_validation.png"],
+        "figures": [
+            {"file": "learning_curves.png", "caption": "Learning curves"},
+            {"file": "confusion_matrix.png", "caption": "Confusion matrix"},
+            {"file": "calibration.png", "caption": "Calibration: reliability diagram"},
+            {"file": "worst_validation.png", "caption": "Worst-classified validation images"},
+        ],
     }
     assert sorted(p.name for p in (models / TRAINED_NAME / "1" / "report").iterdir()) == sorted(
         ["index.html", *metadata["report"]["files"]]

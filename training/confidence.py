@@ -1,0 +1,275 @@
+"""How far to trust an answer: calibrated probabilities and a score for images unlike the training data.
+
+Both are fitted at export on data the network did not train on, and travel in the SavedModel, so
+every way of calling it (`serving_default`, `predict_pixels`, the service's three APIs) gives the
+same figures:
+
+- **Temperature scaling** (Guo et al., 2017): the logits are divided by one number T, fitted to
+  minimise the negative log-likelihood of the validation split. It leaves the ranking of classes
+  (and so the accuracy) unchanged and makes a probability of 0.9 right about 9 times in 10.
+  The expected calibration error (ECE) is measured before and after on the same split.
+- **An out-of-distribution score** per image, higher for images further from the training data:
+  the squared Mahalanobis distance of the image's pooled features to the nearest class mean, with
+  one covariance shared by the classes (Lee et al., 2018), fitted on the training images'
+  features. The features are those of an early layer (`FEATURE_LAYERS`), averaged over the image:
+  they describe colours, edges and textures, in which a photo, a blank frame or noise differs
+  from the training images however the classifier would label it; the last layer's features,
+  made to tell the classes apart, let most of those through (docs/confidence.md has the figures,
+  and those of the maximum calibrated probability and the energy score, which fared worse still).
+  The threshold keeps `KEEP` of images like the validation images (`threshold_keeping`); an image
+  scoring above it is "not sure".
+
+NumPy fits the statistics; `ConfidenceHead` is the TensorFlow side the exported graph runs.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+KEEP = 0.95  # the share of in-distribution images the threshold keeps as confident
+ECE_BINS = 15
+METHOD = "mahalanobis"
+# The layer whose output is averaged over the image into the features, per network (the first one
+# the model has): the last convolution of inception_v2's stem, before its batch norm and its first
+# Inception block (192 channels); the one Inception block of inception_v2_seed (256).
+FEATURE_LAYERS = ("Conv2d_2c_3x3", "concat_1")
+# Ledoit-Wolf-style shrinkage of the shared covariance toward a scaled identity: a network's
+# pooled features outnumber a small dataset's images, and the sample covariance is then singular.
+SHRINKAGE = 0.1
+
+
+def logit_and_feature_model(model: keras.Model) -> keras.Model:
+    """The network up to its logits (the input of its softmax) and its pooled features."""
+    names = [layer.name for layer in model.layers]
+    feature_layer = next((name for name in FEATURE_LAYERS if name in names), None)
+    if feature_layer is None:
+        raise ValueError(f"No feature layer ({', '.join(FEATURE_LAYERS)}) in model {model.name!r}")
+    features = model.get_layer(feature_layer).output
+    if len(features.shape) == 4:
+        features = keras.ops.mean(features, axis=(1, 2))
+    logits = model.get_layer("Predictions").input
+    return keras.Model(model.input, [logits, features], name=f"{model.name}_logits_features")
+
+
+def run(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits [images, classes] and features [images, d] of `model` (from `logit_and_feature_model`)
+    on `dataset`, and its labels, in order."""
+    logits, features, labels = [], [], []
+    for images, batch_labels in dataset:
+        batch_logits, batch_features = model(images, training=False)
+        logits.append(np.asarray(batch_logits, np.float64))
+        features.append(np.asarray(batch_features, np.float64))
+        labels.append(batch_labels.numpy())
+    return np.concatenate(logits), np.concatenate(features), np.concatenate(labels)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    scaled = logits / temperature
+    scaled = scaled - scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    probabilities = softmax(logits, temperature)[np.arange(len(labels)), labels]
+    return float(-np.log(np.maximum(probabilities, 1e-12)).mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The T in [0.05, 20] minimising the negative log-likelihood: golden-section search on log T
+    (the likelihood is unimodal in it), to a relative precision of about 1e-4."""
+    low, high = np.log(0.05), np.log(20.0)
+    ratio = (np.sqrt(5) - 1) / 2
+    while high - low > 1e-4:
+        a, b = high - ratio * (high - low), low + ratio * (high - low)
+        if negative_log_likelihood(logits, labels, np.exp(a)) < negative_log_likelihood(
+            logits, labels, np.exp(b)
+        ):
+            high = b
+        else:
+            low = a
+    return float(np.exp((low + high) / 2))
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Per bin of top-class probability: images, mean confidence and accuracy (None when empty)."""
+
+    edges: list[float]
+    counts: list[int]
+    confidence: list[float | None]
+    accuracy: list[float | None]
+
+    @property
+    def ece(self) -> float:
+        """Expected calibration error: |accuracy - confidence| per bin, weighted by its images."""
+        total = sum(self.counts)
+        return float(
+            sum(
+                n * abs(acc - conf)
+                for n, acc, conf in zip(self.counts, self.accuracy, self.confidence, strict=True)
+                if n
+            )
+            / total
+        )
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> Reliability:
+    """The reliability diagram's figures: equal-width bins of the top-class probability."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    counts, mean_confidence, accuracy = [], [], []
+    for b in range(bins):
+        members = which == b
+        counts.append(int(members.sum()))
+        mean_confidence.append(float(confidence[members].mean()) if members.any() else None)
+        accuracy.append(float(correct[members].mean()) if members.any() else None)
+    return Reliability(edges.tolist(), counts, mean_confidence, accuracy)
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return reliability(probabilities, labels).ece
+
+
+@dataclass(frozen=True)
+class FeatureStatistics:
+    """Class means and a whitening matrix W (W Wᵀ = the shared covariance's inverse), so that the
+    squared Mahalanobis distance of f to class c is |f W - mean_c W|²."""
+
+    whitened_means: np.ndarray  # [classes, d]
+    whitening: np.ndarray  # [d, d]
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """The squared Mahalanobis distance of each image's features to the nearest class mean."""
+        whitened = features @ self.whitening
+        distances = ((whitened[:, None, :] - self.whitened_means[None]) ** 2).sum(axis=-1)
+        return distances.min(axis=1)
+
+
+def fit_feature_statistics(features: np.ndarray, labels: np.ndarray, num_classes: int) -> FeatureStatistics:
+    """Class means and the shared covariance (shrunk toward a scaled identity) of training features."""
+    means = np.stack(
+        [
+            features[labels == c].mean(axis=0) if (labels == c).any() else features.mean(axis=0)
+            for c in range(num_classes)
+        ]
+    )
+    centred = features - means[labels]
+    covariance = centred.T @ centred / len(features)
+    scale = np.trace(covariance) / len(covariance) or 1.0
+    shrunk = (1 - SHRINKAGE) * covariance + SHRINKAGE * scale * np.eye(len(covariance))
+    # shrunk = L Lᵀ, so its inverse is L⁻ᵀ L⁻¹ and W = L⁻ᵀ.
+    whitening = np.linalg.inv(np.linalg.cholesky(shrunk)).T
+    return FeatureStatistics(means @ whitening, whitening)
+
+
+def order_statistic(n: int, keep: float = KEEP) -> int:
+    """The rank k (lowest first) of the threshold among n held-back scores: ⌈(n + 1) · keep⌉, n at most.
+
+    A fresh image like them scores at or below the k-th smallest with a probability of at least
+    `keep` (split conformal prediction, Vovk et al.), where the plain `keep` quantile of n scores
+    falls short of it by about 1/n. That holds on average over the draw of the n: the share a given
+    threshold keeps varies around it by about sqrt(keep (1 - keep) / n).
+    """
+    return min(n, math.ceil(keep * (n + 1)))
+
+
+def threshold_keeping(scores: np.ndarray, keep: float = KEEP) -> float:
+    """The score at or below which `keep` of images like the held-back ones fall (`order_statistic`)."""
+    ordered = np.sort(scores)
+    return float(ordered[order_statistic(len(ordered), keep) - 1])
+
+
+@dataclass(frozen=True)
+class Confidence:
+    """What the exporter puts in the artifact: the temperature, the feature statistics and the
+    threshold, and how they were found (for metadata.json and the report)."""
+
+    temperature: float
+    statistics: FeatureStatistics
+    threshold: float
+    calibration_images: int
+    ece_before: float
+    ece_after: float
+    reliability_before: Reliability
+    reliability_after: Reliability
+    flagged_held_back: float
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "temperature": round(self.temperature, 6),
+            "calibration": {
+                "method": "temperature scaling",
+                "fitted_on": f"the {self.calibration_images} validation images",
+                "bins": len(self.reliability_after.counts),
+                "ece_before": round(self.ece_before, 6),
+                "ece_after": round(self.ece_after, 6),
+            },
+            "ood": {
+                "method": METHOD,
+                "score": "squared Mahalanobis distance of the pooled features to the nearest class mean "
+                "(shared covariance, fitted on the training images); higher is further from the "
+                "training data",
+                "threshold": self.threshold,
+                "threshold_rule": f"keeps {KEEP:.0%} of images like the {self.calibration_images} validation "
+                f"images (their score ranked {order_statistic(self.calibration_images)}, lowest first)",
+                "keep": KEEP,
+                "flagged_validation": round(self.flagged_held_back, 6),
+            },
+        }
+
+
+def fit(
+    model: keras.Model, train: tf.data.Dataset, held_back: tf.data.Dataset, num_classes: int
+) -> Confidence:
+    """Fit the feature statistics on `train` (not augmented), the temperature and the threshold on
+    `held_back` (the validation split)."""
+    heads = logit_and_feature_model(model)
+    _, train_features, train_labels = run(heads, train)
+    logits, features, labels = run(heads, held_back)
+    statistics = fit_feature_statistics(train_features, train_labels, num_classes)
+    temperature = fit_temperature(logits, labels)
+    scores = statistics.scores(features)
+    threshold = threshold_keeping(scores)
+    before = reliability(softmax(logits), labels)
+    after = reliability(softmax(logits, temperature), labels)
+    return Confidence(
+        temperature=temperature,
+        statistics=statistics,
+        threshold=threshold,
+        calibration_images=len(labels),
+        ece_before=before.ece,
+        ece_after=after.ece,
+        reliability_before=before,
+        reliability_after=after,
+        flagged_held_back=float((scores > threshold).mean()),
+    )
+
+
+class ConfidenceHead(tf.Module):
+    """The exported graph's side: calibrated probabilities and the out-of-distribution score."""
+
+    def __init__(self, model: keras.Model, confidence: Confidence):
+        super().__init__(name="confidence")
+        self.heads = logit_and_feature_model(model)
+        self.temperature = tf.Variable(confidence.temperature, dtype=tf.float32, trainable=False)
+        self.whitening = tf.Variable(confidence.statistics.whitening, dtype=tf.float32, trainable=False)
+        self.whitened_means = tf.Variable(
+            confidence.statistics.whitened_means, dtype=tf.float32, trainable=False
+        )
+
+    def __call__(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits, features = self.heads(pixels, training=False)
+        logits, features = tf.cast(logits, tf.float32), tf.cast(features, tf.float32)
+        whitened = tf.matmul(features, self.whitening)
+        distances = tf.reduce_sum(tf.square(whitened[:, None, :] - self.whitened_means[None, :, :]), axis=-1)
+        return {
+            "probabilities": tf.nn.softmax(logits / self.temperature),
+            "ood_score": tf.reduce_min(distances, axis=1),
+        }
