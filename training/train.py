@@ -471,7 +471,9 @@ def train(config: TrainConfig) -> Path | None:
         )
         exported.set_weights(model.get_weights())
         model = exported
-    confidence = fit_confidence(model, dataset(folder.train, shuffle=False), val_ds, len(folder.class_names))
+    confidence = fit_confidence(
+        model, dataset(folder.train, config.batch_size, shuffle=False), val_ds, len(folder.class_names)
+    )
     print(
         f"Calibration: temperature {confidence.temperature:.3f}, expected calibration error "
         f"{confidence.ece_before:.4f} before, {confidence.ece_after:.4f} after; "

@@ -18,7 +18,7 @@ REPORT_HEADERS = {
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "x-content-type-options": "nosniff",
 }
-FIGURES = ["learning_curves.png", "confusion_matrix.png", "worst_validation.png"]
+FIGURES = ["learning_curves.png", "confusion_matrix.png", "calibration.png", "worst_validation.png"]
 
 
 @pytest.fixture(scope="module")
