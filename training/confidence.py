@@ -42,13 +42,23 @@ FEATURE_LAYERS = ("Conv2d_2c_3x3", "concat_1")
 SHRINKAGE = 0.1
 
 
+def feature_layer(model: keras.Model) -> str | None:
+    """The layer whose pooled output the score measures, or None for a network not built here."""
+    names = {layer.name for layer in model.layers}
+    if "Predictions" not in names:
+        return None
+    return next((name for name in FEATURE_LAYERS if name in names), None)
+
+
 def logit_and_feature_model(model: keras.Model) -> keras.Model:
     """The network up to its logits (the input of its softmax) and its pooled features."""
-    names = [layer.name for layer in model.layers]
-    feature_layer = next((name for name in FEATURE_LAYERS if name in names), None)
-    if feature_layer is None:
-        raise ValueError(f"No feature layer ({', '.join(FEATURE_LAYERS)}) in model {model.name!r}")
-    features = model.get_layer(feature_layer).output
+    feature_layer_name = feature_layer(model)
+    if feature_layer_name is None:
+        raise ValueError(
+            f"No feature layer ({', '.join(FEATURE_LAYERS)}) and softmax 'Predictions' "
+            f"in model {model.name!r}"
+        )
+    features = model.get_layer(feature_layer_name).output
     if len(features.shape) == 4:
         features = keras.ops.mean(features, axis=(1, 2))
     logits = model.get_layer("Predictions").input

@@ -46,7 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from imaging.decode import DEFAULT_MAX_IMAGE_PIXELS
-from training.confidence import Confidence, ConfidenceHead, logit_and_feature_model
+from training.confidence import Confidence, ConfidenceHead, feature_layer, logit_and_feature_model
 from training.preprocessing import DEFAULT, Preprocessing, decode_and_resize
 from training.report import TrainingReport
 
@@ -66,7 +66,8 @@ class ServingModule(tf.Module):
         self.model = model
         self.preprocessing = preprocessing
         self.confidence = ConfidenceHead(model, confidence) if confidence else None
-        self.heads = logit_and_feature_model(model)
+        # A network of our own has the `features` signature; another (a benchmark's stand-in) has none.
+        self.heads = logit_and_feature_model(model) if feature_layer(model) else None
         height, width, _ = model.input_shape[1:]
         self.image_size = (height, width)
         pixel_spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="pixels")
@@ -77,7 +78,8 @@ class ServingModule(tf.Module):
         self.resize_image = tf.function(
             self._resize_image, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")]
         )
-        self.features = tf.function(self._features, input_signature=[pixel_spec])
+        if self.heads is not None:
+            self.features = tf.function(self._features, input_signature=[pixel_spec])
 
     def _predict_pixels(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
         if self.confidence is not None:
@@ -101,12 +103,14 @@ class ServingModule(tf.Module):
         return {"pixels": self.preprocessing(image, self.image_size)}
 
     def signatures(self) -> dict[str, Any]:
-        return {
+        signatures = {
             "serving_default": self.serve_bytes,
             "predict_pixels": self.predict_pixels,
             "resize_image": self.resize_image,
-            "features": self.features,
         }
+        if self.heads is not None:
+            signatures["features"] = self.features
+        return signatures
 
 
 def describe_architecture(model: keras.Model, architecture: str) -> dict[str, Any]:
@@ -140,7 +144,7 @@ def _signature_specs(module: ServingModule) -> dict[str, Any]:
     if module.confidence is not None:
         outputs["ood_score"] = spec(tf.TensorSpec([None], tf.float32))
     pixels = {"pixels": spec(tf.TensorSpec([None, height, width, 3], tf.float32))}
-    return {
+    specs = {
         "serving_default": {
             "inputs": {"image_bytes": spec(tf.TensorSpec([None], tf.string))},
             "outputs": outputs,
@@ -152,14 +156,16 @@ def _signature_specs(module: ServingModule) -> dict[str, Any]:
             "inputs": {"image": spec(tf.TensorSpec([None, None, 3], tf.uint8))},
             "outputs": {"pixels": spec(tf.TensorSpec([height, width, 3], tf.float32))},
         },
-        "features": {
+    }
+    if module.heads is not None:
+        specs["features"] = {
             "inputs": pixels,
             "outputs": {
                 "logits": spec(tf.TensorSpec([None, classes], tf.float32)),
                 "features": spec(tf.TensorSpec([None, module.heads.output[1].shape[-1]], tf.float32)),
             },
-        },
-    }
+        }
+    return specs
 
 
 def save_layer_weights(model: keras.Model, path: Path) -> None:
