@@ -54,14 +54,34 @@ class EpochCheckpoints(keras.callbacks.Callback):
 
     STATE = "state.json"
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, settings: dict[str, Any]):
         super().__init__()
         self.directory = directory
+        self.settings = settings
 
     def finished_epochs(self) -> int:
-        """The epochs a previous run of these settings finished (0 when there is nothing to resume)."""
+        """The epochs a previous run of these settings finished (0 when there is nothing to resume).
+
+        The default folder is named after the model alone, so a run on other data or with other
+        options would otherwise resume from weights trained for something else, and say nothing.
+        """
         state_path = self.directory / self.STATE
-        return json.loads(state_path.read_text())["epoch"] if state_path.exists() else 0
+        if not state_path.exists():
+            return 0
+        state = json.loads(state_path.read_text())
+        saved = state.get("settings", self.settings)  # written before settings were recorded
+        if saved != self.settings:
+            changed = ", ".join(
+                f"{key} {saved.get(key)!r} there, {self.settings.get(key)!r} here"
+                for key in sorted(saved.keys() | self.settings.keys())
+                if saved.get(key) != self.settings.get(key)
+            )
+            raise ValueError(
+                f"{self.directory} holds epoch {state['epoch']} of a run with other settings ({changed}). "
+                "Run the same command as before to resume it, or delete the folder (or pass another "
+                "--checkpoint-dir) to start afresh."
+            )
+        return state["epoch"]
 
     def restore(self, model: keras.Model) -> None:
         """Load the last finished epoch's weights and optimizer state into the compiled `model`."""
@@ -81,7 +101,7 @@ class EpochCheckpoints(keras.callbacks.Callback):
         weights = f"epoch-{epoch + 1}.weights.h5"
         self.model.save_weights(self.directory / weights)
         staged = self.directory / f".{self.STATE}.tmp"
-        staged.write_text(json.dumps({"epoch": epoch + 1, "weights": weights}))
+        staged.write_text(json.dumps({"epoch": epoch + 1, "weights": weights, "settings": self.settings}))
         os.replace(staged, self.directory / self.STATE)
         for old in self.directory.glob("epoch-*.weights.h5"):
             if old.name != weights:
@@ -89,6 +109,14 @@ class EpochCheckpoints(keras.callbacks.Callback):
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def run_settings(config: TrainConfig) -> dict[str, Any]:
+    """What an epoch checkpoint must share with the run that resumes it: every setting but where
+    the trainer's outputs go, and the data folder wherever it was named from."""
+    settings = {key: value for key, value in asdict(config).items() if key not in TRAINER_PATHS}
+    settings["data_dir"] = str(Path(config.data_dir).resolve())
+    return settings
 
 
 def select_strategy(worker: Worker | None = None) -> tuple[tf.distribute.Strategy, str]:
@@ -289,12 +317,13 @@ def fit(
     # Every worker resumes from the chief's checkpoints and saves its own each epoch, as TensorFlow's
     # multi-worker guide asks (saving may read variables through collectives); the others' go into
     # a temporary folder, deleted however the run ends.
-    resume = EpochCheckpoints(config.backup_dir)
+    settings = run_settings(config)
+    resume = EpochCheckpoints(config.backup_dir, settings)
     done = resume.finished_epochs()
     if worker is not None:  # before the restore: restoring is collective, all workers or none
         require_same_start(strategy, worker, done, config.backup_dir)
     scratch = None if worker is None or worker.is_chief else scratch_dir(worker, config.backup_dir)
-    checkpoints = EpochCheckpoints(scratch or config.backup_dir)
+    checkpoints = EpochCheckpoints(scratch or config.backup_dir, settings)
     try:
         with LostPeer.raised_for(worker):
             history = fit_phases(

@@ -105,6 +105,7 @@ def test_bad_input_gives_a_clear_message_and_no_traceback(tmp_path, make_data, e
     assert not (tmp_path / "models" / "tiny").exists() or not any((tmp_path / "models" / "tiny").iterdir())
 
 
+@pytest.mark.timeout(600)  # three to four trainer processes, each importing TensorFlow
 @pytest.mark.parametrize("fine_tune", [False, True], ids=["from-scratch", "fine-tune"])
 def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, fine_tune):
     data_dir = write_image_folder(tmp_path / "data", {"a": 12, "b": 12})
@@ -143,6 +144,17 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, fine_tune):
     interrupted_epoch = max(
         int(line.split()[1].split("/")[0]) for line in stdout.splitlines() if line.startswith("Epoch ")
     )
+
+    if not fine_tune:
+        # Other settings would resume from weights trained for something else: refused, kept.
+        other = run_training(*args, "--learning-rate", "0.002", timeout=120)
+        assert other.returncode == 2, other.stderr
+        assert (
+            f"{tmp_path / 'checkpoint'} holds epoch {json.loads(state.read_text())['epoch']} of a run "
+            "with other settings (learning_rate 0.001 there, 0.002 here). Run the same command as "
+            "before to resume it" in other.stderr
+        )
+        assert "Traceback" not in other.stderr
 
     resumed = run_training(*args)
     assert resumed.returncode == 0, resumed.stderr
