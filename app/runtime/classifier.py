@@ -9,7 +9,7 @@ from typing import BinaryIO
 import numpy as np
 
 from app.errors import InvalidInput
-from app.runtime.batcher import BatchChoice, Batcher, BatchObserver, choose_batching
+from app.runtime.batcher import Batcher, BatchObserver, BatchTuner, choose_batching
 from app.runtime.images import decode_image
 from app.runtime.model import Model, load_version
 from app.settings import Settings
@@ -28,14 +28,15 @@ class Classifier:
         self.model = model
         self.settings = settings
         self._decoders = decoders
-        self.batching = batching_for(model, settings)
+        self.max_batch_size = settings.batch_size_limit(model.device)  # MAX_BATCH_SIZE, or its default
         self.batcher = Batcher(
             model.infer,
-            max_batch_size=self.batching.max_batch_size,
-            batch_timeout_s=settings.batch_timeout_ms / 1000 if self.batching.wait else 0.0,
+            max_batch_size=self.max_batch_size,
+            batch_timeout_s=settings.batch_timeout_ms / 1000,
             max_queue_size=settings.max_queue_size,
             request_timeout_s=settings.request_timeout_ms / 1000,
             on_batch=on_batch,
+            tuner=tuner_for(model),
         )
 
     @classmethod
@@ -57,17 +58,20 @@ class Classifier:
             model.device,
             model.load_seconds,
         )
-        model.warm_up(list(range(1, settings.max_batch_size + 1)), settings.batch_measure_s)
+        largest = settings.batch_size_limit(model.device)
+        model.warm_up(list(range(1, largest + 1)), settings.batch_measure_s)
         classifier = cls(model, settings, decoders, on_batch)
+        batcher = classifier.batcher
         logger.info(
-            "Warmed up version %d at batch sizes 1 to %d in %.2f s (first calls %.2f s); "
+            "Warmed up version %d at batch sizes 1 to %d in %.2f s (first calls %.2f s, timing %.2f s); "
             "batches of up to %d, %s (images/s by batch size: %s)",
             model.version,
-            settings.max_batch_size,
+            largest,
             model.warmup_seconds,
             model.first_calls_seconds,
-            classifier.batching.max_batch_size,
-            "waiting BATCH_TIMEOUT_MS for one to fill" if classifier.batching.wait else "never waiting",
+            model.warmup_seconds - model.first_calls_seconds,
+            batcher.max_batch_size,
+            "waiting BATCH_TIMEOUT_MS for one to fill" if batcher.batch_timeout_s else "never waiting",
             ", ".join(f"{t.batch_size}: {t.images_per_second:.1f}" for t in model.batch_curve) or "not timed",
         )
         return classifier
@@ -112,9 +116,10 @@ class Classifier:
         self.batcher.close()
 
 
-def batching_for(model: Model, settings: Settings) -> BatchChoice:
-    """The batching the model's timed curve asks for, within MAX_BATCH_SIZE; MAX_BATCH_SIZE and
-    BATCH_TIMEOUT_MS as set when the curve was not timed (BATCH_MEASURE_S=0)."""
+def tuner_for(model: Model) -> BatchTuner | None:
+    """The tuner of the batching the model's timed curve asks for; None when the curve was not timed
+    (BATCH_MEASURE_S=0): MAX_BATCH_SIZE and BATCH_TIMEOUT_MS are then taken as set, and kept."""
     if not model.batch_curve:
-        return BatchChoice(settings.max_batch_size, wait=True)
-    return choose_batching({timing.batch_size: timing.images_per_second for timing in model.batch_curve})
+        return None
+    curve = {timing.batch_size: timing.images_per_second for timing in model.batch_curve}
+    return BatchTuner(sorted(curve), choose_batching(curve))
