@@ -59,6 +59,12 @@ class BatchingInfo(BaseModel):
     )
     revisions: int = Field(description="How often live batches have revised the choice.", examples=[0])
     curve: list[BatchTimingInfo] = Field(description="Empty when not timed (BATCH_MEASURE_S=0).")
+    curve_version: int | None = Field(
+        description="The version whose warm-up timed the curve: this one, or the served version it "
+        "runs like (the same network, retrained) when it was loaded while that one served; the "
+        "choice then started from that version's. Null when not timed.",
+        examples=[3],
+    )
     live_curve: list[LiveTimingInfo] = Field(
         description="Images per second by batch size from live batches; empty before any, and when "
         "the curve was not timed (the choice is then not revised)."
@@ -236,6 +242,7 @@ def batching_info(batcher: Batcher, model: Model) -> BatchingInfo:
             )
             for timing in model.batch_curve
         ],
+        curve_version=model.curve_version,
         live_curve=[]
         if tuner is None
         else [

@@ -23,8 +23,14 @@ class Classifier:
     """Turns uploaded images into class probabilities, batching concurrent requests."""
 
     def __init__(
-        self, model: Model, settings: Settings, decoders: Executor, on_batch: BatchObserver | None = None
+        self,
+        model: Model,
+        settings: Settings,
+        decoders: Executor,
+        on_batch: BatchObserver | None = None,
+        previous: BatchTuner | None = None,
     ) -> None:
+        """`previous`: the tuner of a version that runs like this one, to start from its batching."""
         self.model = model
         self.settings = settings
         self._decoders = decoders
@@ -36,7 +42,7 @@ class Classifier:
             max_queue_size=settings.max_queue_size,
             request_timeout_s=settings.request_timeout_ms / 1000,
             on_batch=on_batch,
-            tuner=tuner_for(model),
+            tuner=tuner_for(model, previous),
         )
 
     @classmethod
@@ -47,8 +53,15 @@ class Classifier:
         settings: Settings,
         decoders: Executor,
         on_batch: BatchObserver | None = None,
+        serving: Sequence["Classifier"] = (),
     ) -> "Classifier":
-        """Load and warm up the version in `path`; raises `ModelLoadError` when it cannot be served."""
+        """Load and warm up the version in `path`; raises `ModelLoadError` when it cannot be served.
+
+        When one of the versions `serving` runs like it (the same network, retrained), the new version
+        takes that one's timed curve and its batching as revised since, rather than timing its own:
+        timed now, its curve would measure the other version's traffic on the same cores as much as
+        the model, and the live batches have the better figures.
+        """
         model = load_version(path, device)
         logger.info(
             "Loaded model %s version %d from %s on %s in %.2f s",
@@ -59,12 +72,16 @@ class Classifier:
             model.load_seconds,
         )
         largest = settings.batch_size_limit(model.device)
-        model.warm_up(list(range(1, largest + 1)), settings.batch_measure_s)
-        classifier = cls(model, settings, decoders, on_batch)
+        like = [other for other in serving if other.model.batch_curve and model.runs_like(other.model)]
+        previous = max(like, key=lambda other: other.model.version, default=None)
+        model.warm_up(list(range(1, largest + 1)), 0 if previous else settings.batch_measure_s)
+        if previous is not None:
+            model.batch_curve, model.curve_version = previous.model.batch_curve, previous.model.curve_version
+        classifier = cls(model, settings, decoders, on_batch, None if previous is None else previous.batcher.tuner)
         batcher = classifier.batcher
         logger.info(
             "Warmed up version %d at batch sizes 1 to %d in %.2f s (first calls %.2f s, timing %.2f s); "
-            "batches of up to %d, %s (images/s by batch size: %s)",
+            "batches of up to %d, %s (images/s by batch size, timed by version %s: %s)",
             model.version,
             largest,
             model.warmup_seconds,
@@ -72,6 +89,7 @@ class Classifier:
             model.warmup_seconds - model.first_calls_seconds,
             batcher.max_batch_size,
             "waiting BATCH_TIMEOUT_MS for one to fill" if batcher.batch_timeout_s else "never waiting",
+            model.curve_version,
             ", ".join(f"{t.batch_size}: {t.images_per_second:.1f}" for t in model.batch_curve) or "not timed",
         )
         return classifier
@@ -116,10 +134,15 @@ class Classifier:
         self.batcher.close()
 
 
-def tuner_for(model: Model) -> BatchTuner | None:
-    """The tuner of the batching the model's timed curve asks for; None when the curve was not timed
-    (BATCH_MEASURE_S=0): MAX_BATCH_SIZE and BATCH_TIMEOUT_MS are then taken as set, and kept."""
+def tuner_for(model: Model, previous: BatchTuner | None = None) -> BatchTuner | None:
+    """The tuner of the batching the model's timed curve asks for, or that `previous` has come to;
+    None when the curve was not timed (BATCH_MEASURE_S=0): MAX_BATCH_SIZE and BATCH_TIMEOUT_MS are
+    then taken as set, and kept."""
     if not model.batch_curve:
         return None
     curve = {timing.batch_size: timing.images_per_second for timing in model.batch_curve}
-    return BatchTuner(sorted(curve), choose_batching(curve))
+    if previous is None:
+        return BatchTuner(sorted(curve), choose_batching(curve))
+    tuner = BatchTuner(sorted(curve), previous.choice)
+    tuner.source, tuner.revised_at = previous.source, previous.revised_at
+    return tuner

@@ -1,6 +1,7 @@
 """The dynamic batcher, driven from an event loop as the routes drive it, over the real model."""
 
 import asyncio
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -474,6 +475,28 @@ def test_a_model_with_a_fixed_cost_per_call_gets_the_largest_batch_and_waits_for
     assert metrics[("inference_batch_size_limit", (("version", "1"),))] == 4
 
 
+def test_a_version_of_the_same_network_takes_the_curve_of_the_version_serving(
+    sleepy_repository, make_settings, tmp_path
+):
+    shutil.copytree(sleepy_repository / "per_call" / "1", tmp_path / "per_call" / "2")
+    shutil.copytree(sleepy_repository / "per_call" / "1", tmp_path / "per_call" / "1")
+    settings = make_settings(
+        model_base_path=tmp_path,
+        model_name="per_call",
+        model_version_policy="all",
+        max_batch_size=4,
+        batch_measure_s=0.001,
+    )
+    with TestClient(create_app(settings)) as client:  # loads version 2 first, then 1 beside it
+        first, second = (client.get(f"/model?version={v}").json()["runtime"] for v in (1, 2))
+
+    assert [t["batch_size"] for t in second["batching"]["curve"]] == [1, 2, 4]
+    assert first["batching"] == second["batching"] | {"live_curve": []}
+    assert first["batching"]["curve_version"] == 2
+    assert second["warmup_seconds"] - second["first_calls_seconds"] > 3 * 0.150  # it slept, timing
+    assert first["warmup_batch_sizes"] == [1, 2, 3, 4]  # the first calls are still made
+
+
 def test_the_batch_size_is_taken_as_set_when_the_curve_is_not_timed(client):
     batching = client.get("/model").json()["runtime"]["batching"]  # the shared app: BATCH_MEASURE_S=0
 
@@ -484,6 +507,7 @@ def test_the_batch_size_is_taken_as_set_when_the_curve_is_not_timed(client):
         "revised_at": None,
         "revisions": 0,
         "curve": [],
+        "curve_version": None,
         "live_curve": [],
     }
 
