@@ -75,9 +75,11 @@ class Classifier:
         like = [other for other in serving if other.model.batch_curve and model.runs_like(other.model)]
         previous = max(like, key=lambda other: other.model.version, default=None)
         model.warm_up(list(range(1, largest + 1)), 0 if previous else settings.batch_measure_s)
+        previous_tuner = None
         if previous is not None:
             model.batch_curve, model.curve_version = previous.model.batch_curve, previous.model.curve_version
-        classifier = cls(model, settings, decoders, on_batch, None if previous is None else previous.batcher.tuner)
+            previous_tuner = previous.batcher.tuner
+        classifier = cls(model, settings, decoders, on_batch, previous_tuner)
         batcher = classifier.batcher
         logger.info(
             "Warmed up version %d at batch sizes 1 to %d in %.2f s (first calls %.2f s, timing %.2f s); "
