@@ -157,7 +157,9 @@ class PredictRoute(APIRoute):
     answers a request whose query is plain (`plain_query`) without solving `predict`'s dependencies
     and without validating the answer against `PredictResponse`: on one event loop those were a fifth
     of a one-image request's CPU (docs/performance.md, "The serving tax"). A query FastAPI would
-    refuse goes FastAPI's way, so that each such error reads as FastAPI words it."""
+    refuse goes FastAPI's way, so that each such error reads as FastAPI words it. As with
+    `DataPlaneRoute`, dependencies given to `include_router` and `app.dependency_overrides` would be
+    skipped on the plain way: `create_app` uses neither."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         documented = super().get_route_handler()
