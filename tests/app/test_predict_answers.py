@@ -143,7 +143,7 @@ def predict_part(document: str) -> dict:
     part = {
         "path": openapi["paths"]["/predict"],
         "schemas": {},
-        "security": openapi["components"].get("securitySchemes"),
+        "security": [openapi.get("security"), openapi["components"].get("securitySchemes")],
     }
     pending = [part["path"]]
     while pending:
