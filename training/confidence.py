@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 KEEP = 0.95  # the share of in-distribution images the threshold keeps as confident
+ASSURANCE = 0.95  # the probability, over the held-back images it is chosen on, that it keeps KEEP
 ECE_BINS = 15
 METHOD = "mahalanobis"
 # The layer whose output is averaged over the image into the features, per network (the first one
@@ -179,21 +180,51 @@ def fit_feature_statistics(features: np.ndarray, labels: np.ndarray, num_classes
     return FeatureStatistics(means @ whitening, whitening)
 
 
-def order_statistic(n: int, keep: float = KEEP) -> int:
-    """The rank k (lowest first) of the threshold among n held-back scores: ⌈(n + 1) · keep⌉, n at most.
+def order_statistic(n: int, keep: float = KEEP, assurance: float = ASSURANCE) -> int:
+    """The rank k (lowest first) of the threshold among n held-back scores: the lowest for which a
+    threshold chosen so keeps at least `keep` of fresh images like them, with a probability of at
+    least `assurance` over the draw of the n (n, the largest, when no rank is enough).
 
-    A fresh image like them scores at or below the k-th smallest with a probability of at least
-    `keep` (split conformal prediction, Vovk et al.), where the plain `keep` quantile of n scores
-    falls short of it by about 1/n. That holds on average over the draw of the n: the share a given
-    threshold keeps varies around it by about sqrt(keep (1 - keep) / n).
+    The share of fresh images scoring at or below the k-th smallest of n is a Beta(k, n + 1 - k)
+    draw (for continuous scores), so it falls short of `keep` with the probability that a
+    Binomial(n, keep) count reaches k. Split conformal prediction's rank, ⌈(n + 1) · keep⌉, keeps
+    `keep` only on average: from a few hundred images, nearly half of its thresholds keep less.
     """
-    return min(n, math.ceil(keep * (n + 1)))
+    log_keep, log_miss = math.log(keep), math.log1p(-keep)
+
+    def log_term(i: int) -> float:  # log P(Binomial(n, keep) = i)
+        return (
+            math.lgamma(n + 1)
+            - math.lgamma(i + 1)
+            - math.lgamma(n - i + 1)
+            + i * log_keep
+            + (n - i) * log_miss
+        )
+
+    tail = 0.0  # P(Binomial(n, keep) >= k), summed from k = n down
+    for k in range(n, 0, -1):
+        tail += math.exp(log_term(k))
+        if tail > 1 - assurance:
+            return min(n, k + 1)
+    return 1
 
 
-def threshold_keeping(scores: np.ndarray, keep: float = KEEP) -> float:
-    """The score at or below which `keep` of images like the held-back ones fall (`order_statistic`)."""
+def threshold_keeping(scores: np.ndarray, keep: float = KEEP, assurance: float = ASSURANCE) -> float:
+    """The score at or below which at least `keep` of images like the held-back ones fall, with
+    a probability of `assurance` (`order_statistic`)."""
     ordered = np.sort(scores)
-    return float(ordered[order_statistic(len(ordered), keep) - 1])
+    return float(ordered[order_statistic(len(ordered), keep, assurance) - 1])
+
+
+def threshold_rule(n: int) -> str:
+    """`threshold_keeping`'s rule in words, for n held-back images."""
+    rank = order_statistic(n)
+    if KEEP**n > 1 - ASSURANCE:  # even the largest keeps less than KEEP too often
+        return f"is the highest score of the {n} validation images (too few to promise a share kept)"
+    return (
+        f"keeps at least {KEEP:.0%} of images like the {n} validation images, with {ASSURANCE:.0%} "
+        f"confidence (their score ranked {rank}, lowest first)"
+    )
 
 
 @dataclass(frozen=True)
@@ -227,9 +258,9 @@ class Confidence:
                 "(shared covariance, fitted on the training images); higher is further from the "
                 "training data",
                 "threshold": self.threshold,
-                "threshold_rule": f"keeps {KEEP:.0%} of images like the {self.calibration_images} validation "
-                f"images (their score ranked {order_statistic(self.calibration_images)}, lowest first)",
+                "threshold_rule": threshold_rule(self.calibration_images),
                 "keep": KEEP,
+                "assurance": ASSURANCE,
                 "flagged_validation": round(self.flagged_held_back, 6),
             },
         }
