@@ -78,6 +78,21 @@ def bootstrap(statistic: Callable[[np.ndarray], float], n: int, resamples: int =
     return [float(values[int(0.025 * resamples)]), float(values[int(0.975 * resamples) - 1])]
 
 
+def noise_floor(probabilities: np.ndarray, draws: int = 200) -> list[float]:
+    """The ECE's mean and 95 % range when each label is drawn from `probabilities` (calibrated by
+    construction): what a finite set of images measures for a model with no calibration error."""
+    rng = np.random.default_rng(0)
+    cumulative = probabilities.cumsum(axis=1)
+    values = []
+    for _ in range(draws):
+        labels = (rng.random((len(probabilities), 1)) > cumulative).sum(axis=1)
+        values.append(
+            expected_calibration_error(probabilities, np.minimum(labels, probabilities.shape[1] - 1))
+        )
+    values = np.sort(values)
+    return [float(values.mean()), float(values[int(0.025 * draws)]), float(values[int(0.975 * draws) - 1])]
+
+
 def train_demo(out: Path, arch: str, image_size: int, epochs: int, per_class: int) -> tuple[Path, Path, Path]:
     """A version trained by the training command on the demo's shapes (once), its data and held-back set."""
     data, held_back = out / "data", out / "held_back"
@@ -158,6 +173,9 @@ def measure(
             "before_interval": bootstrap(lambda i: ece(1.0, i), n),
             "after": ece(temperature),
             "after_interval": bootstrap(lambda i: ece(temperature, i), n),
+            # The ECE of a perfectly calibrated model with these probabilities on as many images:
+            # labels drawn from the calibrated probabilities themselves. What is left is noise.
+            "perfectly_calibrated": noise_floor(softmax(logits, temperature)),
             "half_fitted_on_other_half": {
                 "temperature": best_temperature,
                 "served_temperature_same_half": ece(temperature, judge_half),

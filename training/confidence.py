@@ -16,8 +16,8 @@ same figures:
   from the training images however the classifier would label it; the last layer's features,
   made to tell the classes apart, let most of those through (docs/confidence.md has the figures,
   and those of the maximum calibrated probability and the energy score, which fared worse still).
-  The threshold keeps `KEEP` of images like the validation images (`threshold_keeping`); an image
-  scoring above it is "not sure".
+  The threshold keeps at least `KEEP` of images like the validation images, with a probability of
+  `ASSURANCE` over the draw of those (`threshold_keeping`); an image scoring above it is "not sure".
 
 NumPy fits the statistics; `ConfidenceHead` is the TensorFlow side the exported graph runs.
 """
