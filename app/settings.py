@@ -22,6 +22,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 LABEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 
 
+# MAX_BATCH_SIZE when unset, by the kind of device the model runs on. Warm-up runs every size up to it
+# once, so on a CPU, where a batch costs in proportion to its images, cold start grows with its
+# square; a GPU runs a batch of 128 in a few times the time of one image (docs/performance.md).
+DEFAULT_MAX_BATCH_SIZE = {"CPU": 32, "GPU": 128}
+
+
 class InvalidSettings(ValueError):
     """One or more environment variables hold values the service refuses to start with."""
 
@@ -130,12 +136,14 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", min_length=1, description="Address to listen on (0.0.0.0 in a container).")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
 
-    max_batch_size: int = Field(
-        32,
+    max_batch_size: int | None = Field(
+        None,
         ge=1,
         le=1024,
         description="Most images the model sees in one call; below it, the batch size the model gains "
-        "from is measured at warm-up (BATCH_MEASURE_S).",
+        "from is measured at warm-up (BATCH_MEASURE_S) and revised from live batches. Unset: "
+        + ", ".join(f"{size} on a {kind}" for kind, size in DEFAULT_MAX_BATCH_SIZE.items())
+        + " (the device the model runs on).",
     )
     batch_timeout_ms: float = Field(
         5.0,
@@ -294,6 +302,12 @@ class Settings(BaseSettings):
         if not split_keys(path.read_text()):
             raise ValueError(NO_KEY)
         return path
+
+    def batch_size_limit(self, device: str) -> int:
+        """MAX_BATCH_SIZE, or when unset its default for `device` ("/GPU:0", "/CPU:0")."""
+        if self.max_batch_size is not None:
+            return self.max_batch_size
+        return DEFAULT_MAX_BATCH_SIZE["GPU" if "GPU" in device.upper() else "CPU"]
 
     def api_key_list(self) -> list[str]:
         """Every accepted API key, from API_KEYS and API_KEYS_FILE; empty when access is open."""

@@ -9,14 +9,20 @@ uvicorn's event loop runs), and the ceiling one event loop sets: 1000 / its mill
 request, the most requests per second it could answer with a core of its own.
 
 Then the same server runs with cProfile on its main thread (the event loop) for the measured
-seconds only, not start-up (`serve_profiled`), at the same load, and the report gives each
-package's share of the loop's busy time (waiting in epoll left out; a built-in function's time
-counted to the package that called it) and the functions that take most of it. cProfile slows
-Python code, so read shares, not times; on a busy machine the shares still hold, the rates do not
-(`--label` says which).
+seconds only, not start-up (`serve_profiled`), at the same load, timed by the thread's CPU clock,
+and the report gives each package's share of the loop's busy time (waiting in epoll left out; a
+built-in function's time counted to the package that called it) and the functions that take most
+of it. cProfile slows Python code (reading the CPU clock at every call more so), so read shares,
+not times; on a busy machine the shares still hold, the rates do not (`--label` says which).
+
+`--in-process N` measures instead the application's own share of the loop, with no server: N
+requests per route (`/predict`, TF Serving's `:predict`, the OIP's `infer`) sent straight to the
+ASGI app, 16 at a time after 300 unmeasured, timed by this thread's CPU clock. It is the figure to
+compare two checkouts by on a shared machine: run it from each, alternately.
 """
 
 import argparse
+import asyncio
 import cProfile
 import json
 import os
@@ -28,8 +34,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from starlette.types import ASGIApp
+
 from benchmarks.images import make_request_image
-from benchmarks.load import Server, measure_level, routes, run_wrk
+from benchmarks.load import Route, Server, measure_level, routes, run_wrk
 
 IDLE_LABELS = ["a", "b", "c"]
 IDLE_SIZE = 32
@@ -51,12 +59,77 @@ def export_idle_model(repository: Path) -> Path:
     return export_model(model, IDLE_LABELS, base_path=repository, name="idle", architecture="idle")
 
 
+IN_PROCESS_CONCURRENCY = 16
+IN_PROCESS_WARMUP = 300
+
+
+async def send_straight(app: ASGIApp, route: Route, body: bytes) -> int:
+    """One request sent to the ASGI `app` as uvicorn would send it; its status."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": route.path,
+        "raw_path": route.path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(name.lower().encode(), value.encode()) for name, value in route.headers.items()]
+        + [(b"content-length", str(len(body)).encode()), (b"host", b"127.0.0.1:8000")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    never = asyncio.Event()  # the client stays connected
+
+    async def receive() -> dict:
+        if messages:
+            return messages.pop()
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    statuses = []
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    await app(scope, receive, send)
+    return statuses[0]
+
+
+async def app_cpu_ms_per_request(base_path: str, routes_: list[Route], requests: int) -> dict[str, float]:
+    """The application's event-loop CPU milliseconds per request on each route (see the docstring)."""
+    from app.main import create_app, lifespan
+    from app.settings import Settings
+
+    app = create_app(Settings(model_base_path=base_path, model_name="idle", log_level="WARNING"))
+    figures = {}
+    async with lifespan(app):
+        for route in routes_:
+            body = route.body.read_bytes()
+            for count in (IN_PROCESS_WARMUP, requests):
+                start, statuses = time.thread_time(), []
+                for _ in range(max(1, count // IN_PROCESS_CONCURRENCY)):
+                    batch = [send_straight(app, route, body) for _ in range(IN_PROCESS_CONCURRENCY)]
+                    statuses += await asyncio.gather(*batch)
+                cpu = time.thread_time() - start
+                if set(statuses) != {200}:
+                    raise RuntimeError(f"{route.name} answered {sorted(set(statuses))}, not only 200")
+            figures[route.name] = round(1000 * cpu / len(statuses), 4)
+    return figures
+
+
 def serve_profiled(stats: str) -> int:
     """`python -m app` in this process, its main thread profiled from SIGUSR1 until SIGUSR2, which
     writes the statistics to `stats`. Signal handlers run on the main thread: the event loop's."""
     from app.__main__ import main
 
-    profiler = cProfile.Profile()
+    # The thread's CPU clock, not cProfile's default wall clock: on a shared machine the wall clock
+    # charges whichever function was running when the thread lost its core with the wait.
+    profiler = cProfile.Profile(time.thread_time)
 
     def stop(signum: int, frame: object) -> None:
         profiler.disable()
@@ -151,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=5, help="unmeasured seconds before each run")
     parser.add_argument("--top", type=int, default=15, help="functions listed in the profile")
     parser.add_argument("--label", default="", help="a note for the output, e.g. 'busy machine'")
+    parser.add_argument(
+        "--in-process", type=int, metavar="N", help="the application's own share, N requests a route"
+    )
     parser.add_argument("--serve-profiled", metavar="STATS", help=argparse.SUPPRESS)  # see serve_profiled
     args = parser.parse_args(argv)
     if args.serve_profiled:
@@ -158,8 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         version_dir = export_idle_model(Path(scratch) / "repository")
         image = make_request_image(Path(scratch) / "request.jpg")
-        predict = routes(image, "idle", Path(scratch))[0]
+        every_route = routes(image, "idle", Path(scratch))
+        predict = every_route[0]
         base_path = str(version_dir.parent.parent)
+        if args.in_process:
+            figures = asyncio.run(app_cpu_ms_per_request(base_path, every_route, args.in_process))
+            print(json.dumps({"label": args.label, "app_cpu_ms_per_request": figures}, indent=2))
+            return 0
         settings = {"LOG_LEVEL": "WARNING", "SHUTDOWN_DELAY_S": "0"}
         with Server(base_path, "idle", settings=settings) as server:
             level = measure_level(server, predict, args.clients, args.seconds, args.warmup)

@@ -13,7 +13,8 @@ own signatures (the service's decoding, `resize_image`, `predict_pixels`, `featu
 
 import argparse
 import json
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,16 @@ import tensorflow as tf
 from imaging.decode import decode
 from tests import ood_images
 from training.__main__ import main as training_command
-from training.confidence import expected_calibration_error, softmax, threshold_keeping
+from training.confidence import (
+    ECE_BINS,
+    KEEP,
+    expected_calibration_error,
+    fit_temperature,
+    softmax,
+    threshold_keeping,
+)
 from training.data import list_image_folder, scan_image_folder
-from training.demo_data import CLASSES, make_demo_data
+from training.demo_data import make_demo_data
 
 PER_KIND = 200
 
@@ -63,10 +71,34 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
     return float(above + ties / 2)
 
 
-def measure(out: Path, arch: str, image_size: int, epochs: int, per_class: int) -> dict[str, Any]:
-    data = out / "data"
+def bootstrap(statistic: Callable[[np.ndarray], float], n: int, resamples: int = 1000) -> list[float]:
+    """The 95 % percentile bootstrap interval of `statistic(indices)` over n images."""
+    rng = np.random.default_rng(0)
+    values = np.sort([statistic(rng.integers(0, n, n)) for _ in range(resamples)])
+    return [float(values[int(0.025 * resamples)]), float(values[int(0.975 * resamples) - 1])]
+
+
+def noise_floor(probabilities: np.ndarray, draws: int = 200) -> list[float]:
+    """The ECE's mean and 95 % range when each label is drawn from `probabilities` (calibrated by
+    construction): what a finite set of images measures for a model with no calibration error."""
+    rng = np.random.default_rng(0)
+    cumulative = probabilities.cumsum(axis=1)
+    values = []
+    for _ in range(draws):
+        labels = (rng.random((len(probabilities), 1)) > cumulative).sum(axis=1)
+        values.append(
+            expected_calibration_error(probabilities, np.minimum(labels, probabilities.shape[1] - 1))
+        )
+    values = np.sort(values)
+    return [float(values.mean()), float(values[int(0.025 * draws)]), float(values[int(0.975 * draws) - 1])]
+
+
+def train_demo(out: Path, arch: str, image_size: int, epochs: int, per_class: int) -> tuple[Path, Path, Path]:
+    """A version trained by the training command on the demo's shapes (once), its data and held-back set."""
+    data, held_back = out / "data", out / "held_back"
     if not (out / "models" / "demo").is_dir():  # measured before: measure the same version again
         make_demo_data(data, per_class, seed=0)
+        make_demo_data(held_back, 100, seed=1)
         # fmt: off
         status = training_command([
             "train", "--data-dir", str(data), "--model-base-path", str(out / "models"),
@@ -75,13 +107,17 @@ def measure(out: Path, arch: str, image_size: int, epochs: int, per_class: int) 
         ])
         # fmt: on
         assert status == 0
-    folder = sorted((out / "models" / "demo").iterdir(), key=lambda p: int(p.name))[-1]
+    return sorted((out / "models" / "demo").iterdir(), key=lambda p: int(p.name))[-1], data, held_back
+
+
+def measure(
+    folder: Path, data: Path, held_back_data: Path, validation_split: float, seed: int
+) -> dict[str, Any]:
     version = Version(folder)
     confidence = version.metadata["confidence"]
     temperature = confidence["temperature"]
-    split = scan_image_folder(data, 0.2, 1337, version.size)  # the training command's defaults
-    held_back_files = list_image_folder(make_demo_data(out / "held_back", 100, seed=1), version.size)
-    assert held_back_files.class_names == list(CLASSES)
+    split = scan_image_folder(data, validation_split, seed, version.size)  # as the training command split it
+    held_back_files = list_image_folder(held_back_data, version.size)
 
     validation = version.files(split.validation.paths)
     held_back = version.files(held_back_files.paths)
@@ -102,23 +138,52 @@ def measure(out: Path, arch: str, image_size: int, epochs: int, per_class: int) 
 
     at_validation = candidates(validation)
     thresholds = {name: threshold_keeping(scores) for name, scores in at_validation.items()}
-    sets = {"held-back shapes": held_back, **kinds}
+    # The served score's threshold at split conformal prediction's rank, which keeps 95 % on average
+    served = np.sort(at_validation["ood_score (served)"])
+    thresholds["ood_score, conformal rank"] = float(served[math.ceil((len(served) + 1) * KEEP) - 1])
+    sets = {"held-back images": held_back, **kinds}
     scored = {name: candidates(outputs) for name, outputs in sets.items()}
+    for name in scored:
+        scored[name]["ood_score, conformal rank"] = scored[name]["ood_score (served)"]
     labels = np.array(held_back_files.labels)
+    logits = held_back["logits"]
+    n = len(labels)
+
+    def ece(temperature: float, indices: np.ndarray | slice = slice(None)) -> float:
+        return expected_calibration_error(softmax(logits[indices], temperature), labels[indices])
+
+    # A temperature fitted on half the held-back images, judged on the other half: what one
+    # temperature can do at best on this model, with nothing lost between validation and fresh images.
+    order = np.random.default_rng(0).permutation(n)
+    fit_half, judge_half = order[: n // 2], order[n // 2 :]
+    best_temperature = fit_temperature(logits[fit_half], labels[fit_half])
     return {
-        "model": {"arch": arch, "image_size": image_size, "epochs": epochs, "images_per_class": per_class},
         "version": str(folder),
+        "training": {key: version.metadata["training"].get(key) for key in ("config", "data")},
+        "validation_accuracy": version.metadata["training"].get("validation", {}).get("accuracy"),
         "temperature": temperature,
         "threshold": {
             "exported": confidence["ood"]["threshold"],
+            "rule": confidence["ood"]["threshold_rule"],
             "measured": thresholds["ood_score (served)"],
         },
         "ece_held_back": {
-            "before": expected_calibration_error(softmax(held_back["logits"]), labels),
-            "after": expected_calibration_error(held_back["probabilities"], labels),
+            "bins": ECE_BINS,
+            "before": ece(1.0),
+            "before_interval": bootstrap(lambda i: ece(1.0, i), n),
+            "after": ece(temperature),
+            "after_interval": bootstrap(lambda i: ece(temperature, i), n),
+            # The ECE of a perfectly calibrated model with these probabilities on as many images:
+            # labels drawn from the calibrated probabilities themselves. What is left is noise.
+            "perfectly_calibrated": noise_floor(softmax(logits, temperature)),
+            "half_fitted_on_other_half": {
+                "temperature": best_temperature,
+                "served_temperature_same_half": ece(temperature, judge_half),
+                "own_temperature": ece(best_temperature, judge_half),
+            },
         },
         "ece_validation": confidence["calibration"],
-        "accuracy_held_back": float((held_back["probabilities"].argmax(axis=1) == labels).mean()),
+        "accuracy_held_back": float((logits.argmax(axis=1) == labels).mean()),
         "images": {name: len(outputs["logits"]) for name, outputs in sets.items()},
         "flagged": {
             method: {name: float((scored[name][method] > threshold).mean()) for name in sets}
@@ -126,11 +191,11 @@ def measure(out: Path, arch: str, image_size: int, epochs: int, per_class: int) 
         },
         "auroc": {
             method: {
-                name: auroc(scored["held-back shapes"][method], scored[name][method])
+                name: auroc(scored["held-back images"][method], scored[name][method])
                 for name in sets
-                if name != "held-back shapes"
+                if name != "held-back images"
             }
-            for method in thresholds
+            for method in list(thresholds)[:3]
         },
     }
 
@@ -160,12 +225,24 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--images-per-class", type=int, default=500)
+    parser.add_argument("--version", type=Path, help="measure this version instead of training one")
+    parser.add_argument("--data", type=Path, help="the version's training data (with --version)")
+    parser.add_argument("--held-back", type=Path, help="images of its classes it never saw (with --version)")
+    parser.add_argument("--validation-split", type=float, default=0.2, help="as it was trained with")
+    parser.add_argument("--seed", type=int, default=1337, help="as it was trained with")
     args = parser.parse_args()
-    figures = measure(args.out, args.arch, args.image_size, args.epochs, args.images_per_class)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.version is None:
+        version, data, held_back = train_demo(
+            args.out, args.arch, args.image_size, args.epochs, args.images_per_class
+        )
+    else:
+        version, data, held_back = args.version, args.data, args.held_back
+    figures = measure(version, data, held_back, args.validation_split, args.seed)
     (args.out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps({k: v for k, v in figures.items() if k not in ("flagged", "auroc")}, indent=2))
     print("\nShare flagged as not sure\n" + table(figures, "flagged"))
-    print("\nArea under the ROC curve against the held-back shapes\n" + table(figures, "auroc"))
+    print("\nArea under the ROC curve against the held-back images\n" + table(figures, "auroc"))
 
 
 if __name__ == "__main__":

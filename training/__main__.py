@@ -18,6 +18,15 @@ DEFAULTS_NOTE = (
 )
 
 
+def add_repository_arguments(
+    parser: argparse.ArgumentParser, model_name: str, help: str | None = None
+) -> None:
+    """`--model-base-path` and `--model-name`: the model repository, and the model the command exports
+    the next version of (or evaluates)."""
+    parser.add_argument("--model-base-path", default=TrainConfig.model_base_path, help="the model repository")
+    parser.add_argument("--model-name", default=model_name, help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig(data_dir="")
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
@@ -123,8 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let batch norm learn while fine-tuning (default: frozen, in inference mode)",
     )
-    train.add_argument("--model-base-path", default=defaults.model_base_path, help="the model repository")
-    train.add_argument("--model-name", default=defaults.model_name)
+    add_repository_arguments(train, defaults.model_name)
     train.add_argument(
         "--checkpoint-dir",
         default=None,
@@ -140,8 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--data-dir", required=True, help="folder of <label>/<image>, labels the model knows"
     )
-    evaluate.add_argument("--model-base-path", default=defaults.model_base_path, help="the model repository")
-    evaluate.add_argument("--model-name", default=defaults.model_name)
+    add_repository_arguments(evaluate, defaults.model_name)
     evaluate.add_argument(
         "--version", type=int, default=None, help="the version to evaluate (default: newest)"
     )
@@ -160,11 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint",
         help="the checkpoint's prefix, e.g. inception_v2.ckpt from inception_v2_2016_08_28.tar.gz",
     )
-    import_slim.add_argument(
-        "--model-base-path", default=defaults.model_base_path, help="the model repository"
-    )
     # Not the trained model's name: ImageNet's 1001 classes should not become its next version unasked.
-    import_slim.add_argument("--model-name", default=IMPORTED_MODEL_NAME, help="the model it is a version of")
+    add_repository_arguments(import_slim, IMPORTED_MODEL_NAME, help="the model it is a version of")
     return parser
 
 

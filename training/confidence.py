@@ -11,13 +11,14 @@ same figures:
 - **An out-of-distribution score** per image, higher for images further from the training data:
   the squared Mahalanobis distance of the image's pooled features to the nearest class mean, with
   one covariance shared by the classes (Lee et al., 2018), fitted on the training images'
-  features. The features are those of an early layer (`FEATURE_LAYERS`), averaged over the image:
-  they describe colours, edges and textures, in which a photo, a blank frame or noise differs
-  from the training images however the classifier would label it; the last layer's features,
-  made to tell the classes apart, let most of those through (docs/confidence.md has the figures,
+  features. The features are those of an early Inception block (`FEATURE_LAYERS`), averaged over
+  the image: they describe shapes, edges and textures, in which a photo, a blank frame or noise
+  differs from the training images however the classifier would label it; the last layer's
+  features, made to tell the classes apart, let more of those through, and the stem's, colour and
+  grain, too many when the training images' backgrounds vary (docs/confidence.md has the figures,
   and those of the maximum calibrated probability and the energy score, which fared worse still).
-  The threshold keeps `KEEP` of images like the validation images (`threshold_keeping`); an image
-  scoring above it is "not sure".
+  The threshold keeps at least `KEEP` of images like the validation images, with a probability of
+  `ASSURANCE` over the draw of those (`threshold_keeping`); an image scoring above it is "not sure".
 
 NumPy fits the statistics; `ConfidenceHead` is the TensorFlow side the exported graph runs.
 """
@@ -31,12 +32,14 @@ import numpy as np
 import tensorflow as tf
 
 KEEP = 0.95  # the share of in-distribution images the threshold keeps as confident
+ASSURANCE = 0.95  # the probability, over the held-back images it is chosen on, that it keeps KEEP
 ECE_BINS = 15
 METHOD = "mahalanobis"
 # The layer whose output is averaged over the image into the features, per network (the first one
-# the model has): the last convolution of inception_v2's stem, before its batch norm and its first
-# Inception block (192 channels); the one Inception block of inception_v2_seed (256).
-FEATURE_LAYERS = ("Conv2d_2c_3x3", "concat_1")
+# the model has): inception_v2's second Inception block (320 channels), which on a version trained
+# with the defaults flagged 95 % of the far kinds where its stem flagged 51 % and its last block 77 %
+# (docs/confidence.md); the one Inception block of inception_v2_seed (256).
+FEATURE_LAYERS = ("Mixed_3c", "concat_1")
 # Ledoit-Wolf-style shrinkage of the shared covariance toward a scaled identity: a network's
 # pooled features outnumber a small dataset's images, and the sample covariance is then singular.
 SHRINKAGE = 0.1
@@ -179,21 +182,51 @@ def fit_feature_statistics(features: np.ndarray, labels: np.ndarray, num_classes
     return FeatureStatistics(means @ whitening, whitening)
 
 
-def order_statistic(n: int, keep: float = KEEP) -> int:
-    """The rank k (lowest first) of the threshold among n held-back scores: ⌈(n + 1) · keep⌉, n at most.
+def order_statistic(n: int, keep: float = KEEP, assurance: float = ASSURANCE) -> int:
+    """The rank k (lowest first) of the threshold among n held-back scores: the lowest for which a
+    threshold chosen so keeps at least `keep` of fresh images like them, with a probability of at
+    least `assurance` over the draw of the n (n, the largest, when no rank is enough).
 
-    A fresh image like them scores at or below the k-th smallest with a probability of at least
-    `keep` (split conformal prediction, Vovk et al.), where the plain `keep` quantile of n scores
-    falls short of it by about 1/n. That holds on average over the draw of the n: the share a given
-    threshold keeps varies around it by about sqrt(keep (1 - keep) / n).
+    The share of fresh images scoring at or below the k-th smallest of n is a Beta(k, n + 1 - k)
+    draw (for continuous scores), so it falls short of `keep` with the probability that a
+    Binomial(n, keep) count reaches k. Split conformal prediction's rank, ⌈(n + 1) · keep⌉, keeps
+    `keep` only on average: from a few hundred images, nearly half of its thresholds keep less.
     """
-    return min(n, math.ceil(keep * (n + 1)))
+    log_keep, log_miss = math.log(keep), math.log1p(-keep)
+
+    def log_term(i: int) -> float:  # log P(Binomial(n, keep) = i)
+        return (
+            math.lgamma(n + 1)
+            - math.lgamma(i + 1)
+            - math.lgamma(n - i + 1)
+            + i * log_keep
+            + (n - i) * log_miss
+        )
+
+    tail = 0.0  # P(Binomial(n, keep) >= k), summed from k = n down
+    for k in range(n, 0, -1):
+        tail += math.exp(log_term(k))
+        if tail > 1 - assurance:
+            return min(n, k + 1)
+    return 1
 
 
-def threshold_keeping(scores: np.ndarray, keep: float = KEEP) -> float:
-    """The score at or below which `keep` of images like the held-back ones fall (`order_statistic`)."""
+def threshold_keeping(scores: np.ndarray, keep: float = KEEP, assurance: float = ASSURANCE) -> float:
+    """The score at or below which at least `keep` of images like the held-back ones fall, with
+    a probability of `assurance` (`order_statistic`)."""
     ordered = np.sort(scores)
-    return float(ordered[order_statistic(len(ordered), keep) - 1])
+    return float(ordered[order_statistic(len(ordered), keep, assurance) - 1])
+
+
+def threshold_rule(n: int) -> str:
+    """`threshold_keeping`'s rule in words, for n held-back images."""
+    rank = order_statistic(n)
+    if KEEP**n > 1 - ASSURANCE:  # even the largest keeps less than KEEP too often
+        return f"is the highest score of the {n} validation images (too few to promise a share kept)"
+    return (
+        f"keeps at least {KEEP:.0%} of images like the {n} validation images, with {ASSURANCE:.0%} "
+        f"confidence (their score ranked {rank}, lowest first)"
+    )
 
 
 @dataclass(frozen=True)
@@ -227,9 +260,9 @@ class Confidence:
                 "(shared covariance, fitted on the training images); higher is further from the "
                 "training data",
                 "threshold": self.threshold,
-                "threshold_rule": f"keeps {KEEP:.0%} of images like the {self.calibration_images} validation "
-                f"images (their score ranked {order_statistic(self.calibration_images)}, lowest first)",
+                "threshold_rule": threshold_rule(self.calibration_images),
                 "keep": KEEP,
+                "assurance": ASSURANCE,
                 "flagged_validation": round(self.flagged_held_back, 6),
             },
         }

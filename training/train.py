@@ -303,32 +303,35 @@ def make_callbacks(
     return callbacks
 
 
-def fit(
-    model: keras.Model,
-    config: TrainConfig,
-    strategy: tf.distribute.Strategy,
-    train_ds: tf.data.Dataset | tf.distribute.DistributedDataset,
-    val_ds: tf.data.Dataset | tf.distribute.DistributedDataset,
-    fresh: set[str],
-    steps_per_epoch: int,
-    worker: Worker | None,
-) -> dict[str, list[float]]:
+@dataclass(frozen=True)
+class Fit:
+    """What every phase of a run trains: the model, its settings, the data and where it runs."""
+
+    model: keras.Model
+    config: TrainConfig
+    strategy: tf.distribute.Strategy
+    train_ds: tf.data.Dataset | tf.distribute.DistributedDataset
+    val_ds: tf.data.Dataset | tf.distribute.DistributedDataset
+    fresh: set[str]  # the layers that started fresh under --init-from: they train in every phase
+    steps_per_epoch: int
+
+
+def fit(run: Fit, worker: Worker | None) -> dict[str, list[float]]:
     """Run every phase of the plan, resuming after the last finished epoch; return the history."""
     # Every worker resumes from the chief's checkpoints and saves its own each epoch, as TensorFlow's
     # multi-worker guide asks (saving may read variables through collectives); the others' go into
     # a temporary folder, deleted however the run ends.
-    settings = run_settings(config)
-    resume = EpochCheckpoints(config.backup_dir, settings)
+    backup_dir = run.config.backup_dir
+    settings = run_settings(run.config)
+    resume = EpochCheckpoints(backup_dir, settings)
     done = resume.finished_epochs()
     if worker is not None:  # before the restore: restoring is collective, all workers or none
-        require_same_start(strategy, worker, done, config.backup_dir)
-    scratch = None if worker is None or worker.is_chief else scratch_dir(worker, config.backup_dir)
-    checkpoints = EpochCheckpoints(scratch or config.backup_dir, settings)
+        require_same_start(run.strategy, worker, done, backup_dir)
+    scratch = None if worker is None or worker.is_chief else scratch_dir(worker, backup_dir)
+    checkpoints = EpochCheckpoints(scratch or backup_dir, settings)
     try:
         with LostPeer.raised_for(worker):
-            history = fit_phases(
-                model, config, strategy, train_ds, val_ds, fresh, steps_per_epoch, resume, checkpoints
-            )
+            history = fit_phases(run, resume, checkpoints)
     except BaseException:
         if scratch is not None:
             checkpoints.remove()
@@ -337,29 +340,23 @@ def fit(
     return history
 
 
-def fit_phases(
-    model: keras.Model,
-    config: TrainConfig,
-    strategy: tf.distribute.Strategy,
-    train_ds: tf.data.Dataset | tf.distribute.DistributedDataset,
-    val_ds: tf.data.Dataset | tf.distribute.DistributedDataset,
-    fresh: set[str],
-    steps_per_epoch: int,
-    resume: EpochCheckpoints,
-    checkpoints: EpochCheckpoints,
-) -> dict[str, list[float]]:
+def fit_phases(run: Fit, resume: EpochCheckpoints, checkpoints: EpochCheckpoints) -> dict[str, list[float]]:
     """Each phase of the plan from the one `resume` stopped in; the epochs saved by `checkpoints`."""
+    model, config = run.model, run.config
     done = resume.finished_epochs()
     phases = plan_phases(config)
     # A checkpoint holds the optimizer of the phase that wrote it: compile that phase to read it.
     first = next((i for i, phase in enumerate(phases) if done - 1 in phase.epochs), 0) if done else 0
     history: dict[str, list[float]] = {}
     for index, phase in enumerate(phases[first:], first):
-        with strategy.scope():
+        with run.strategy.scope():
             set_trainable(
-                model, phase.train_from, fresh, config.init_from is not None and not config.train_batch_norm
+                model,
+                phase.train_from,
+                run.fresh,
+                config.init_from is not None and not config.train_batch_norm,
             )
-            compile_model(model, config, phase, steps_per_epoch)
+            compile_model(model, config, phase, run.steps_per_epoch)
             if index == first and done:  # in the scope: it builds the optimizer's slots, mirrored
                 resume.restore(model)
         if done >= phase.epochs.stop:
@@ -373,8 +370,8 @@ def fit_phases(
             len(model.trainable_weights),
         )
         result = model.fit(
-            train_ds,
-            validation_data=val_ds,
+            run.train_ds,
+            validation_data=run.val_ds,
             epochs=phase.epochs.stop,
             initial_epoch=max(done, phase.epochs.start),
             callbacks=make_callbacks(config, phase, checkpoints),
@@ -447,7 +444,7 @@ def train(config: TrainConfig) -> Path | None:
     fresh = set(initialization.fresh) if initialization else set()
     steps = steps_per_epoch(len(folder.train), config.batch_size, worker.count if worker else 1)
     started = time.monotonic()
-    history = fit(model, config, strategy, train_fit, val_fit, fresh, steps, worker)
+    history = fit(Fit(model, config, strategy, train_fit, val_fit, fresh, steps), worker)
     duration = time.monotonic() - started
     if worker is not None and not worker.is_chief:
         print(f"Finished training as {worker.name}; the chief exports the version")

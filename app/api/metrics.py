@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.runtime.repository import ModelRepository
+from app.settings import DEFAULT_MAX_BATCH_SIZE
 
 STATES = ("LOADING", "AVAILABLE", "UNLOADING", "END")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -40,7 +41,8 @@ router = APIRouter(tags=["monitoring"])
 class Metrics:
     """The service's metrics, in a registry of its own so that each app instance counts for itself."""
 
-    def __init__(self, max_batch_size: int) -> None:
+    def __init__(self, max_batch_size: int | None) -> None:
+        """`max_batch_size`: MAX_BATCH_SIZE; unset, the batch-size buckets reach its largest default."""
         self.registry = CollectorRegistry()
         by_request = ["route", "method", "status"]
         self.requests = Counter(
@@ -63,7 +65,8 @@ class Metrics:
             ["version"],
             registry=self.registry,
         )
-        sizes = sorted({2**i for i in range(max_batch_size.bit_length())} | {max_batch_size})
+        largest = max_batch_size or max(DEFAULT_MAX_BATCH_SIZE.values())
+        sizes = sorted({2**i for i in range(largest.bit_length())} | {largest})
         self.batch_size = Histogram(
             "inference_batch_size",
             "Images per model call.",
@@ -130,9 +133,20 @@ class VersionCollector(Collector):
         info = InfoMetricFamily("model", "The model version served by default.")
         chosen = GaugeMetricFamily(
             "inference_batch_size_limit",
-            "The largest batch each version forms: chosen at warm-up from its timed curve, at most "
-            "MAX_BATCH_SIZE.",
+            "The largest batch each version forms: chosen at warm-up from its timed curve, revised from "
+            "live batches, at most MAX_BATCH_SIZE.",
             labels=["version"],
+        )
+        revisions = CounterMetricFamily(
+            "inference_batch_size_revisions",
+            "How often live batches revised each version's batch choice.",
+            labels=["version"],
+        )
+        live_curve = GaugeMetricFamily(
+            "inference_batch_live_images_per_second",
+            "The model's images per second at each batch size from live batches (exponentially "
+            "weighted), by version.",
+            labels=["version", "batch_size"],
         )
         curve = GaugeMetricFamily(
             "inference_batch_curve_images_per_second",
@@ -160,6 +174,10 @@ class VersionCollector(Collector):
                 chosen.add_metric([str(version)], classifier.batcher.max_batch_size)
                 for timing in classifier.model.batch_curve:
                     curve.add_metric([str(version), str(timing.batch_size)], timing.images_per_second)
+                if (tuner := classifier.batcher.tuner) is not None:
+                    revisions.add_metric([str(version)], tuner.revisions)
+                    for size, rate, _ in tuner.live_curve():
+                        live_curve.add_metric([str(version), str(size)], rate)
                 decode_cpu.add_metric([str(version)], classifier.batcher.decode_cpu_seconds)
                 model_cpu.add_metric([str(version)], classifier.batcher.inference_cpu_seconds)
             for status in models.statuses():
@@ -171,7 +189,10 @@ class VersionCollector(Collector):
                 info.add_metric(
                     [], {"name": model.name, "version": str(model.version), "device": model.device}
                 )
-        yield from (depth, capacity, state, failed, failures, info, chosen, curve, decode_cpu, model_cpu)
+        yield from (
+            *(depth, capacity, state, failed, failures, info, chosen, revisions, curve, live_curve),
+            *(decode_cpu, model_cpu),
+        )
 
 
 class ThreadCpuCollector(Collector):

@@ -1,6 +1,6 @@
 """GET /model: what a served model version is, how it was trained, how it runs here, and every version."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from app.api.deps import ClassifierDep, DataPlaneDep
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.report import report_url
+from app.runtime.batcher import Batcher
 from app.runtime.metadata import Architecture, Calibration, InputSpec
 from app.runtime.model import Model
 
@@ -24,8 +25,19 @@ class BatchTimingInfo(BaseModel):
     calls: int = Field(description="Timed calls the median is of.", examples=[5])
 
 
+class LiveTimingInfo(BaseModel):
+    """The model's images per second at one batch size, from live batches."""
+
+    batch_size: int = Field(description="Batches of this size up to the next size timed.", examples=[8])
+    images_per_second: float = Field(
+        description="Exponentially weighted over its recent batches.", examples=[251.0]
+    )
+    batches: int = Field(description="Live batches counted at this size.", examples=[812])
+
+
 class BatchingInfo(BaseModel):
-    """The batching chosen for this version from its timed curve (as set when it was not timed)."""
+    """The batching in force for this version: chosen from its timed curve at warm-up, revised from
+    live batches since (as set when the curve was not timed)."""
 
     max_batch_size: int = Field(
         description="The largest batch formed: the size beyond which the curve gains under 5 %, "
@@ -37,7 +49,26 @@ class BatchingInfo(BaseModel):
         "batch is faster per image than one image alone.",
         examples=[5],
     )
+    source: Literal["settings", "warm-up", "live"] = Field(
+        description="Where the choice in force came from: settings (BATCH_MEASURE_S=0), the curve "
+        "timed at warm-up, or live batches.",
+        examples=["warm-up"],
+    )
+    revised_at: datetime | None = Field(
+        description="When live batches last revised the choice; null if never.", examples=[None]
+    )
+    revisions: int = Field(description="How often live batches have revised the choice.", examples=[0])
     curve: list[BatchTimingInfo] = Field(description="Empty when not timed (BATCH_MEASURE_S=0).")
+    curve_version: int | None = Field(
+        description="The version whose warm-up timed the curve: this one, or the served version it "
+        "runs like (the same network, retrained) when it was loaded while that one served; the "
+        "choice then started from that version's. Null when not timed.",
+        examples=[3],
+    )
+    live_curve: list[LiveTimingInfo] = Field(
+        description="Images per second by batch size from live batches; empty before any, and when "
+        "the curve was not timed (the choice is then not revised)."
+    )
 
 
 class RuntimeInfo(BaseModel):
@@ -166,22 +197,10 @@ async def model_info(classifier: ClassifierDep, dataplane: DataPlaneDep) -> Mode
             warmup_seconds=model.warmup_seconds,
             warmup_batch_sizes=model.warmup_batch_sizes,
             first_calls_seconds=model.first_calls_seconds,
-            batching=BatchingInfo(
-                max_batch_size=classifier.batcher.max_batch_size,
-                batch_timeout_ms=classifier.batcher.batch_timeout_s * 1000,
-                curve=[
-                    BatchTimingInfo(
-                        batch_size=timing.batch_size,
-                        ms_per_call=timing.seconds * 1000,
-                        images_per_second=timing.images_per_second,
-                        calls=timing.calls,
-                    )
-                    for timing in model.batch_curve
-                ],
-            ),
+            batching=batching_info(classifier.batcher, model),
+            max_batch_size=classifier.max_batch_size,
             **settings.model_dump(
                 include={
-                    "max_batch_size",
                     "batch_timeout_ms",
                     "max_queue_size",
                     "request_timeout_ms",
@@ -200,6 +219,35 @@ async def model_info(classifier: ClassifierDep, dataplane: DataPlaneDep) -> Mode
                 error=status.error,
             )
             for status in models.statuses()
+        ],
+    )
+
+
+def batching_info(batcher: Batcher, model: Model) -> BatchingInfo:
+    tuner = batcher.tuner
+    return BatchingInfo(
+        max_batch_size=batcher.max_batch_size,
+        batch_timeout_ms=batcher.batch_timeout_s * 1000,
+        source="settings" if tuner is None else tuner.source,
+        revised_at=None
+        if tuner is None or tuner.revised_at is None
+        else datetime.fromtimestamp(tuner.revised_at, UTC),
+        revisions=0 if tuner is None else tuner.revisions,
+        curve=[
+            BatchTimingInfo(
+                batch_size=timing.batch_size,
+                ms_per_call=timing.seconds * 1000,
+                images_per_second=timing.images_per_second,
+                calls=timing.calls,
+            )
+            for timing in model.batch_curve
+        ],
+        curve_version=model.curve_version,
+        live_curve=[]
+        if tuner is None
+        else [
+            LiveTimingInfo(batch_size=size, images_per_second=rate, batches=batches)
+            for size, rate, batches in tuner.live_curve()
         ],
     )
 

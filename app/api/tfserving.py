@@ -17,7 +17,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from app.api.dataplane import DataPlane, Inference
 from app.api.deps import VERSION_HEADER, DataPlaneDep
-from app.api.protocols import ModelRoutes, answers, parse_json_object
+from app.api.protocols import DataPlaneRoute, ModelRoutes, answers, parse_json_object
 from app.errors import InvalidInput, ModelNotFound, VersionNotFound
 from app.runtime.classifier import Classifier, Upload
 from app.runtime.repository import VersionStatus
@@ -294,6 +294,7 @@ async def model_metadata(request: Request, dataplane: DataPlaneDep) -> JSONRespo
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": PREDICT_REQUEST}}}
     },
+    route_class_override=DataPlaneRoute,  # no dependency solving per request
 )
 async def predict(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
     """TF Serving's Predict: `instances` or `inputs`, answered as `predictions` or `outputs`."""

@@ -27,7 +27,7 @@ from fastapi import APIRouter, Request, Response
 
 from app.api.dataplane import ImageCounter, Inference
 from app.api.deps import VERSION_HEADER, DataPlaneDep
-from app.api.protocols import BINARY, ModelRoutes, answers, is_whole_number, parse_json_object
+from app.api.protocols import BINARY, DataPlaneRoute, ModelRoutes, answers, is_whole_number, parse_json_object
 from app.errors import InvalidInput
 from app.runtime.classifier import Classifier, Upload
 
@@ -566,6 +566,7 @@ async def model_ready(request: Request, dataplane: DataPlaneDep) -> dict[str, An
             "content": {"application/json": {"schema": INFER_REQUEST}} | BINARY,
         },
     },
+    route_class_override=DataPlaneRoute,  # no dependency solving per request
 )
 async def infer(request: Request, dataplane: DataPlaneDep) -> Response:
     """Classify the request's images (BYTES) or pixels (FP32)."""

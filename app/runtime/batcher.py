@@ -13,6 +13,9 @@ While a batch runs, new images queue up and form the next batch, so batches grow
 
 How large a batch to form is the model's own answer on this machine (`choose_batching`): a CPU may
 run a network faster per image at batch 1 than at any larger batch, a GPU gains up to hundreds.
+Warm-up's answer is then kept up to date from the live batches (`BatchTuner`): the machine may be
+busier or quieter than when warm-up timed the model (a GPU shared with other jobs, a warm-up run on a
+loaded host).
 """
 
 import asyncio
@@ -25,7 +28,7 @@ from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -41,6 +44,16 @@ RECENT_WEIGHT = 0.2
 # smaller gain is within what a busy machine's timings vary by, and each larger batch costs every
 # image in it the latency of the whole call.
 MIN_GAIN = 0.05
+# Live revision (`BatchTuner`). Each batch moves its size's estimate by LIVE_WEIGHT (about the last
+# ten batches at that size count); every PROBE_EVERY-th batch is allowed the timed size above or below
+# the choice, so those are timed under the same load as the choice itself; every CHECK_EVERY batches
+# the estimates are compared, once each of the sizes compared has LIVE_MIN_BATCHES batches; a
+# revision needs the same answer at AGREEING_CHECKS checks in a row, so a burst does not decide alone.
+LIVE_WEIGHT = 0.1
+PROBE_EVERY = 16
+CHECK_EVERY = 64
+LIVE_MIN_BATCHES = 8
+AGREEING_CHECKS = 3
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,117 @@ def choose_batching(images_per_second: dict[int, float], gain: float = MIN_GAIN)
     return BatchChoice(chosen, wait=chosen > 1)
 
 
+class BatchTuner:
+    """Revises warm-up's batch choice from the model's live batches, at a few arithmetic operations
+    a batch and no extra model call.
+
+    Each batch's images per second is averaged (exponentially weighted) into the estimate of its size,
+    counted at the timed size at or below it (a batch of 5 counts at 4). Probe batches keep the timed
+    sizes either side of the choice measured: without them a service that chose batch 1 would never
+    see a larger batch, and the sizes it did see would have been timed under other loads. The choice
+    moves one timed size at a time, with hysteresis:
+    - up when the larger size gives at least MIN_GAIN more images per second (warm-up's rule);
+    - down only when the smaller size is at least as fast per image (it has the lower latency);
+    - between the two it stays, so two sizes within the noise of each other do not take turns.
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        choice: BatchChoice,
+        *,
+        probe_every: int = PROBE_EVERY,
+        check_every: int = CHECK_EVERY,
+        min_batches: int = LIVE_MIN_BATCHES,
+        agreeing_checks: int = AGREEING_CHECKS,
+    ) -> None:
+        self.sizes = sorted(sizes)  # the timed sizes; the largest is MAX_BATCH_SIZE
+        if choice.max_batch_size not in self.sizes:
+            raise ValueError(f"the choice {choice.max_batch_size} is not one of the sizes {self.sizes}")
+        self.choice = choice
+        self.source: Literal["warm-up", "live"] = "warm-up"
+        self.revised_at: float | None = None  # time.time() of the last revision
+        self.revisions = 0
+        self.images_per_second: dict[int, float] = {}  # live estimates by timed size
+        self.batches: dict[int, int] = {}  # live batches counted at each timed size
+        self._probe_every = probe_every
+        self._check_every = check_every
+        self._min_batches = min_batches
+        self._agreeing_checks = agreeing_checks
+        # The timed size each batch size counts at, by batch size.
+        self._counted_at = [0] + [max(s for s in self.sizes if s <= n) for n in range(1, self.sizes[-1] + 1)]
+        self._seen = 0
+        self._proposed: BatchChoice | None = None
+        self._agreed = 0
+
+    def batch_limit(self) -> int:
+        """The most images the next batch takes: the choice, or on a probe a timed size next to it."""
+        if self._seen % self._probe_every:
+            return self.choice.max_batch_size
+        neighbours = self._neighbours()
+        if not neighbours:
+            return self.choice.max_batch_size
+        return neighbours[self._seen // self._probe_every % len(neighbours)]
+
+    def observe(self, size: int, seconds: float) -> BatchChoice | None:
+        """Count a batch of `size` images that took the model `seconds`; the new choice when this
+        batch completes a revision, else None."""
+        at = self._counted_at[size]
+        rate = size / max(seconds, 1e-9)
+        if at in self.images_per_second:
+            self.images_per_second[at] += LIVE_WEIGHT * (rate - self.images_per_second[at])
+            self.batches[at] += 1
+        else:  # its count first: `live_curve`, on another thread, reads the rates' sizes first
+            self.batches[at] = 1
+            self.images_per_second[at] = rate
+        self._seen += 1
+        if self._seen % self._check_every:
+            return None
+        return self._check()
+
+    def live_curve(self) -> list[tuple[int, float, int]]:
+        """(size, images per second, batches) for each size live batches were counted at, by size;
+        safe to call from any thread (a dict's copy is atomic)."""
+        rates = self.images_per_second.copy()
+        return [(size, rate, self.batches[size]) for size, rate in sorted(rates.items())]
+
+    def _neighbours(self) -> list[int]:
+        """The timed sizes above and below the choice, the larger first."""
+        index = self.sizes.index(self.choice.max_batch_size)
+        return self.sizes[index + 1 : index + 2] + self.sizes[max(index - 1, 0) : index]
+
+    def _estimate(self, size: int) -> float | None:
+        return self.images_per_second[size] if self.batches.get(size, 0) >= self._min_batches else None
+
+    def _proposal(self) -> BatchChoice:
+        """The choice the live estimates call for now (see the class docstring)."""
+        current = self.choice.max_batch_size
+        rate = self._estimate(current)
+        if rate is None:
+            return self.choice
+        for size in self._neighbours():  # the larger first: it wins if both qualify
+            other = self._estimate(size)
+            if other is None:
+                continue
+            if (size > current and other >= (1 + MIN_GAIN) * rate) or (size < current and other >= rate):
+                return BatchChoice(size, wait=size > 1)
+        return self.choice
+
+    def _check(self) -> BatchChoice | None:
+        proposal = self._proposal()
+        if proposal == self.choice:
+            self._proposed, self._agreed = None, 0
+            return None
+        self._agreed = self._agreed + 1 if proposal == self._proposed else 1
+        self._proposed = proposal
+        if self._agreed < self._agreeing_checks:
+            return None
+        self.choice, self.source, self.revised_at = proposal, "live", time.time()
+        self.revisions += 1
+        self._proposed, self._agreed = None, 0
+        return proposal
+
+
 @dataclass(eq=False)
 class _Item:
     pixels: np.ndarray | None  # None while its image is being decoded
@@ -88,10 +212,17 @@ class Batcher:
         max_queue_size: int,
         request_timeout_s: float,
         on_batch: BatchObserver | None = None,
+        tuner: BatchTuner | None = None,
     ) -> None:
+        """With a `tuner`, its choice sets the batch size in force and whether to wait
+        `batch_timeout_s` for a batch to fill, and revises both while serving."""
         self._predict = predict
-        self.max_batch_size = max_batch_size
-        self.batch_timeout_s = batch_timeout_s
+        self.max_batch_size = max_batch_size  # in force; the tuner's choice revises it
+        self.batch_timeout_s = batch_timeout_s  # in force: 0 while the choice is not to wait
+        self._timeout_when_waiting_s = batch_timeout_s
+        self.tuner = tuner
+        if tuner is not None:
+            self._apply(tuner.choice)
         self.max_queue_size = max_queue_size
         self.request_timeout_s = request_timeout_s
         self._on_batch = on_batch
@@ -189,7 +320,8 @@ class Batcher:
                     wait = self._queue[0].queued_at + self.batch_timeout_s - time.monotonic()
                     ready = len(self._queue) >= self.max_batch_size or not self._incoming or self._closing
                     if ready or wait <= 0:
-                        count = min(len(self._queue), self.max_batch_size)
+                        limit = self.max_batch_size if self.tuner is None else self.tuner.batch_limit()
+                        count = min(len(self._queue), limit)
                         return [self._queue.popleft() for _ in range(count)]
                     self._condition.wait(wait)
                 elif self._closing:
@@ -231,9 +363,24 @@ class Batcher:
             self._deliver(batch, [InferenceFailed("The model failed on this image; see the server log")])
             return
         self.inference_cpu_seconds += time.thread_time() - cpu  # only this thread writes it
+        seconds = time.perf_counter() - start
         if self._on_batch is not None:
-            self._on_batch(len(batch), time.perf_counter() - start)
+            self._on_batch(len(batch), seconds)
         self._deliver(batch, list(probabilities))
+        if self.tuner is not None and (revised := self.tuner.observe(len(batch), seconds)):
+            logger.info(
+                "Live batches revised the batching: batches of up to %d, %s (live images/s by batch "
+                "size: %s)",
+                revised.max_batch_size,
+                "waiting for one to fill" if revised.wait else "never waiting",
+                ", ".join(f"{size}: {rate:.1f}" for size, rate, _ in self.tuner.live_curve()),
+            )
+            with self._condition:
+                self._apply(revised)
+
+    def _apply(self, choice: BatchChoice) -> None:
+        self.max_batch_size = choice.max_batch_size
+        self.batch_timeout_s = self._timeout_when_waiting_s if choice.wait else 0.0
 
     @staticmethod
     def _deliver(items: list[_Item], outcomes: list) -> None:

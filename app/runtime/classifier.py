@@ -9,7 +9,7 @@ from typing import BinaryIO
 import numpy as np
 
 from app.errors import InvalidInput
-from app.runtime.batcher import BatchChoice, Batcher, BatchObserver, choose_batching
+from app.runtime.batcher import Batcher, BatchObserver, BatchTuner, choose_batching
 from app.runtime.images import decode_image
 from app.runtime.model import Model, load_version
 from app.settings import Settings
@@ -23,19 +23,26 @@ class Classifier:
     """Turns uploaded images into class probabilities, batching concurrent requests."""
 
     def __init__(
-        self, model: Model, settings: Settings, decoders: Executor, on_batch: BatchObserver | None = None
+        self,
+        model: Model,
+        settings: Settings,
+        decoders: Executor,
+        on_batch: BatchObserver | None = None,
+        previous: BatchTuner | None = None,
     ) -> None:
+        """`previous`: the tuner of a version that runs like this one, to start from its batching."""
         self.model = model
         self.settings = settings
         self._decoders = decoders
-        self.batching = batching_for(model, settings)
+        self.max_batch_size = settings.batch_size_limit(model.device)  # MAX_BATCH_SIZE, or its default
         self.batcher = Batcher(
             model.infer,
-            max_batch_size=self.batching.max_batch_size,
-            batch_timeout_s=settings.batch_timeout_ms / 1000 if self.batching.wait else 0.0,
+            max_batch_size=self.max_batch_size,
+            batch_timeout_s=settings.batch_timeout_ms / 1000,
             max_queue_size=settings.max_queue_size,
             request_timeout_s=settings.request_timeout_ms / 1000,
             on_batch=on_batch,
+            tuner=tuner_for(model, previous),
         )
 
     @classmethod
@@ -46,8 +53,15 @@ class Classifier:
         settings: Settings,
         decoders: Executor,
         on_batch: BatchObserver | None = None,
+        serving: Sequence["Classifier"] = (),
     ) -> "Classifier":
-        """Load and warm up the version in `path`; raises `ModelLoadError` when it cannot be served."""
+        """Load and warm up the version in `path`; raises `ModelLoadError` when it cannot be served.
+
+        When one of the versions `serving` runs like it (the same network, retrained), the new version
+        takes that one's timed curve and its batching as revised since, rather than timing its own:
+        timed now, its curve would measure the other version's traffic on the same cores as much as
+        the model, and the live batches have the better figures.
+        """
         model = load_version(path, device)
         logger.info(
             "Loaded model %s version %d from %s on %s in %.2f s",
@@ -57,17 +71,27 @@ class Classifier:
             model.device,
             model.load_seconds,
         )
-        model.warm_up(list(range(1, settings.max_batch_size + 1)), settings.batch_measure_s)
-        classifier = cls(model, settings, decoders, on_batch)
+        largest = settings.batch_size_limit(model.device)
+        like = [other for other in serving if other.model.batch_curve and model.runs_like(other.model)]
+        previous = max(like, key=lambda other: other.model.version, default=None)
+        model.warm_up(list(range(1, largest + 1)), 0 if previous else settings.batch_measure_s)
+        previous_tuner = None
+        if previous is not None:
+            model.batch_curve, model.curve_version = previous.model.batch_curve, previous.model.curve_version
+            previous_tuner = previous.batcher.tuner
+        classifier = cls(model, settings, decoders, on_batch, previous_tuner)
+        batcher = classifier.batcher
         logger.info(
-            "Warmed up version %d at batch sizes 1 to %d in %.2f s (first calls %.2f s); "
-            "batches of up to %d, %s (images/s by batch size: %s)",
+            "Warmed up version %d at batch sizes 1 to %d in %.2f s (first calls %.2f s, timing %.2f s); "
+            "batches of up to %d, %s (images/s by batch size, timed by version %s: %s)",
             model.version,
-            settings.max_batch_size,
+            largest,
             model.warmup_seconds,
             model.first_calls_seconds,
-            classifier.batching.max_batch_size,
-            "waiting BATCH_TIMEOUT_MS for one to fill" if classifier.batching.wait else "never waiting",
+            model.warmup_seconds - model.first_calls_seconds,
+            batcher.max_batch_size,
+            "waiting BATCH_TIMEOUT_MS for one to fill" if batcher.batch_timeout_s else "never waiting",
+            model.curve_version,
             ", ".join(f"{t.batch_size}: {t.images_per_second:.1f}" for t in model.batch_curve) or "not timed",
         )
         return classifier
@@ -112,9 +136,15 @@ class Classifier:
         self.batcher.close()
 
 
-def batching_for(model: Model, settings: Settings) -> BatchChoice:
-    """The batching the model's timed curve asks for, within MAX_BATCH_SIZE; MAX_BATCH_SIZE and
-    BATCH_TIMEOUT_MS as set when the curve was not timed (BATCH_MEASURE_S=0)."""
+def tuner_for(model: Model, previous: BatchTuner | None = None) -> BatchTuner | None:
+    """The tuner of the batching the model's timed curve asks for, or that `previous` has come to;
+    None when the curve was not timed (BATCH_MEASURE_S=0): MAX_BATCH_SIZE and BATCH_TIMEOUT_MS are
+    then taken as set, and kept."""
     if not model.batch_curve:
-        return BatchChoice(settings.max_batch_size, wait=True)
-    return choose_batching({timing.batch_size: timing.images_per_second for timing in model.batch_curve})
+        return None
+    curve = {timing.batch_size: timing.images_per_second for timing in model.batch_curve}
+    if previous is None:
+        return BatchTuner(sorted(curve), choose_batching(curve))
+    tuner = BatchTuner(sorted(curve), previous.choice)
+    tuner.source, tuner.revised_at = previous.source, previous.revised_at
+    return tuner

@@ -55,6 +55,7 @@ class Model:
     warmup_batch_sizes: list[int] = field(default_factory=list)
     first_calls_seconds: float = 0.0  # the part of warm-up spent on each batch size's first call
     batch_curve: list[BatchTiming] = field(default_factory=list)
+    curve_version: int | None = None  # the version whose warm-up timed `batch_curve`
 
     def __post_init__(self) -> None:
         self._resize = self.saved_model.signatures["resize_image"]
@@ -102,6 +103,18 @@ class Model:
         """float32 [batch, height, width, 3] in 0..255 -> probabilities [batch, classes]."""
         return self.infer(pixels)["probabilities"]
 
+    def runs_like(self, other: "Model") -> bool:
+        """Whether `other` is the same network on the same device, so runs at the same speed: the same
+        layers, input and signatures (a retrained version of it; which layers trained does not count)."""
+        mine, theirs = self.metadata, other.metadata
+        return (
+            self.device == other.device
+            and mine.input == theirs.input
+            and mine.signatures == theirs.signatures
+            and mine.architecture.model_dump(exclude={"trainable_params"})
+            == theirs.architecture.model_dump(exclude={"trainable_params"})
+        )
+
     def warm_up(self, batch_sizes: list[int], measure_seconds: float = 0.0) -> None:
         """Run every batch size the batcher can form once, so no request pays for a first call; then,
         with `measure_seconds`, time the model at `timed_batch_sizes` (see `measure_batch_curve`)."""
@@ -121,6 +134,7 @@ class Model:
             self.batch_curve = self.measure_batch_curve(
                 pixels, timed_batch_sizes(max(batch_sizes)), measure_seconds
             )
+            self.curve_version = self.version
         self.warmup_seconds = time.perf_counter() - start
         self.warmup_batch_sizes = list(batch_sizes)
 

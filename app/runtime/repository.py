@@ -221,7 +221,10 @@ class ModelRepository:
         started = time.monotonic()
         on_batch = functools.partial(self._on_batch, version) if self._on_batch else None
         try:
-            classifier = Classifier.start(path, self._device, self.settings, self._decoders, on_batch)
+            serving = self.available().values()
+            classifier = Classifier.start(
+                path, self._device, self.settings, self._decoders, on_batch, serving
+            )
         except Exception as exc:  # whatever is wrong with this version, the others keep serving
             error = str(exc) if isinstance(exc, ModelLoadError) else f"{path}: {first_line(exc)}"
             self._failed[version] = fingerprint(path)

@@ -1,6 +1,7 @@
 """The dynamic batcher, driven from an event loop as the routes drive it, over the real model."""
 
 import asyncio
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.errors import InferenceFailed, ModelNotReady, Overloaded, RequestTimedOut
 from app.main import create_app
-from app.runtime.batcher import BatchChoice, Batcher, choose_batching
+from app.runtime.batcher import BatchChoice, Batcher, BatchTuner, choose_batching
 from app.runtime.model import MIN_ROUNDS, Model, load_version, place_on_device, timed_batch_sizes
 from tests.hostile_model import HOSTILE_MODEL, WHITE, mean_colour_probabilities, save_test_model
 from tests.support.http import samples
@@ -434,6 +435,9 @@ def test_a_model_slower_per_image_in_batches_runs_one_image_at_a_time_without_wa
 
     batching = runtime["batching"]
     assert (batching["max_batch_size"], batching["batch_timeout_ms"]) == (1, 0)
+    assert (batching["source"], batching["revised_at"], batching["revisions"]) == ("warm-up", None, 0)
+    # The one image posted ran as a batch of 1, a probe allowed up to 2 (a lone image forms no more).
+    assert [(t["batch_size"], t["batches"]) for t in batching["live_curve"]] == [(1, 1)]
     assert [(t["batch_size"], t["calls"]) for t in batching["curve"]] == [(1, MIN_ROUNDS), (2, MIN_ROUNDS)]
     first, second = batching["curve"]
     assert first["images_per_second"] > second["images_per_second"]
@@ -446,6 +450,9 @@ def test_a_model_slower_per_image_in_batches_runs_one_image_at_a_time_without_wa
     assert runtime["warmup_seconds"] > runtime["first_calls_seconds"] > 0
     version = (("version", "1"),)
     assert metrics[("inference_batch_size_limit", version)] == 1
+    assert metrics[("inference_batch_size_revisions_total", version)] == 0
+    live = batching["live_curve"][0]["images_per_second"]
+    assert metrics[("inference_batch_live_images_per_second", (("batch_size", "1"), *version))] == live
     for timing in batching["curve"]:
         key = (
             "inference_batch_curve_images_per_second",
@@ -468,12 +475,207 @@ def test_a_model_with_a_fixed_cost_per_call_gets_the_largest_batch_and_waits_for
     assert metrics[("inference_batch_size_limit", (("version", "1"),))] == 4
 
 
+def test_a_version_of_the_same_network_takes_the_curve_of_the_version_serving(
+    sleepy_repository, make_settings, tmp_path
+):
+    shutil.copytree(sleepy_repository / "per_call" / "1", tmp_path / "per_call" / "2")
+    shutil.copytree(sleepy_repository / "per_call" / "1", tmp_path / "per_call" / "1")
+    settings = make_settings(
+        model_base_path=tmp_path,
+        model_name="per_call",
+        model_version_policy="all",
+        max_batch_size=4,
+        batch_measure_s=0.001,
+    )
+    with TestClient(create_app(settings)) as client:  # loads version 2 first, then 1 beside it
+        first, second = (client.get(f"/model?version={v}").json()["runtime"] for v in (1, 2))
+
+    assert [t["batch_size"] for t in second["batching"]["curve"]] == [1, 2, 4]
+    assert first["batching"] == second["batching"] | {"live_curve": []}
+    assert first["batching"]["curve_version"] == 2
+    assert second["warmup_seconds"] - second["first_calls_seconds"] > 3 * 0.150  # it slept, timing
+    assert first["warmup_batch_sizes"] == [1, 2, 3, 4]  # the first calls are still made
+
+
 def test_the_batch_size_is_taken_as_set_when_the_curve_is_not_timed(client):
     batching = client.get("/model").json()["runtime"]["batching"]  # the shared app: BATCH_MEASURE_S=0
 
-    assert batching == {"max_batch_size": 8, "batch_timeout_ms": 5, "curve": []}
+    assert batching == {
+        "max_batch_size": 8,
+        "batch_timeout_ms": 5,
+        "source": "settings",
+        "revised_at": None,
+        "revisions": 0,
+        "curve": [],
+        "curve_version": None,
+        "live_curve": [],
+    }
 
 
 def test_the_cpu_time_of_tensorflows_own_threads_is_counted(client):
     # Warm-up ran the model at 8 batch sizes on TensorFlow's threads: well over a clock tick.
     assert samples(client)[("native_threads_cpu_seconds_total", ())] > 0
+
+
+# Revising the choice from live batches: the rule on synthetic timings, then the real batcher.
+
+
+def feed(tuner: BatchTuner, images_per_second: dict[int, float], batches: int) -> list[BatchChoice]:
+    """Run `batches` batches through `tuner` as a saturated queue would (each as large as the tuner
+    allows) on a model with this curve; the revisions, in order."""
+    revisions = []
+    for _ in range(batches):
+        size = tuner.batch_limit()
+        if revised := tuner.observe(size, size / images_per_second[size]):
+            revisions.append(revised)
+    return revisions
+
+
+def small_tuner(sizes: list[int], chosen: int) -> BatchTuner:
+    return BatchTuner(
+        sizes,
+        BatchChoice(chosen, wait=chosen > 1),
+        probe_every=2,
+        check_every=4,
+        min_batches=2,
+        agreeing_checks=2,
+    )
+
+
+def test_probes_try_the_sizes_either_side_of_the_choice_in_turn():
+    tuner = BatchTuner([1, 2, 4, 8], BatchChoice(4, wait=True), probe_every=3)
+    limits = []
+    for _ in range(12):
+        limits.append(tuner.batch_limit())
+        tuner.observe(limits[-1], 1.0)
+
+    assert limits == [8, 4, 4, 2, 4, 4, 8, 4, 4, 2, 4, 4]
+    assert sorted(tuner.batches.items()) == [(2, 2), (4, 8), (8, 2)]
+
+
+def test_a_batch_counts_at_the_timed_size_at_or_below_it():
+    tuner = BatchTuner([1, 2, 4, 6], BatchChoice(4, wait=True))
+    for size in (5, 3, 6, 1):
+        tuner.observe(size, 0.5)
+
+    assert tuner.live_curve() == [(1, 2.0, 1), (2, 6.0, 1), (4, 10.0, 1), (6, 12.0, 1)]
+
+
+@pytest.mark.parametrize(
+    ("chosen", "live", "revised"),
+    [
+        (1, {1: 10.0, 2: 10.6}, [BatchChoice(2, wait=True)]),  # 5 % more: up, as warm-up would
+        (2, {1: 10.0, 2: 20.0, 4: 40.0}, [BatchChoice(4, wait=True)]),  # up again, to the largest
+        (4, {1: 50.0, 2: 50.0, 4: 49.0}, [BatchChoice(2, wait=True), BatchChoice(1, wait=False)]),
+        (2, {1: 10.0, 2: 10.4, 4: 10.8}, []),  # within 5 % both ways: stays
+        (2, {1: 10.2, 2: 10.0, 4: 10.4}, [BatchChoice(1, wait=False)]),  # batch 1 as fast: down
+    ],
+)
+def test_live_batches_move_the_choice_one_size_at_a_time_with_hysteresis(chosen, live, revised):
+    tuner = small_tuner(sorted(live), chosen)
+
+    assert feed(tuner, live, 200) == revised
+    assert tuner.revisions == len(revised)
+    assert tuner.source == ("live" if revised else "warm-up")
+    assert (tuner.revised_at is not None) == bool(revised)
+
+
+def test_a_revision_waits_for_the_same_answer_at_consecutive_checks():
+    tuner = small_tuner([1, 2], 2)
+    curve = {1: 30.0, 2: 10.0}
+
+    # Check 1 (batch 4) is the first with enough batches at both sizes, and proposes batch 1.
+    assert feed(tuner, curve, 7) == []
+    assert feed(tuner, curve, 1) == [BatchChoice(1, wait=False)]  # check 2 agrees
+
+
+def test_a_passing_slowdown_of_the_batch_size_in_force_revises_nothing():
+    tuner = BatchTuner([1, 2], BatchChoice(2, wait=True), probe_every=8, check_every=8, min_batches=1)
+    usual = {1: 10.0, 2: 30.0}
+
+    assert feed(tuner, usual, 24) == []
+    assert feed(tuner, {1: 10.0, 2: 2.0}, 8) == []  # a check's worth of slow calls at batch 2
+    assert feed(tuner, usual, 200) == []
+
+
+def test_a_curve_that_turns_over_after_a_revision_is_followed_back():
+    tuner = small_tuner([1, 2, 4], 4)
+
+    assert feed(tuner, {1: 40.0, 2: 20.0, 4: 10.0}, 200) == [BatchChoice(2, True), BatchChoice(1, False)]
+    assert feed(tuner, {1: 10.0, 2: 20.0, 4: 40.0}, 400) == [BatchChoice(2, True), BatchChoice(4, True)]
+    assert tuner.revisions == 4
+
+
+@pytest.fixture(scope="module")
+def switched_model(model_repository, tmp_path_factory) -> tuple[Model, Path]:
+    """A sleepy model whose curve the test switches by writing `switch`: "fixed" sleeps 150 ms a call
+    (twice as fast per image at batch 2), "cubic" 150 ms x batch^3 (four times slower at batch 2)."""
+    import tensorflow as tf
+
+    base = tmp_path_factory.mktemp("switched-model")
+    switch = base / "switch"
+    switch.write_text("fixed")
+
+    def sleep_ms(batch: tf.Tensor) -> tf.Tensor:
+        # The path depends on the input (an empty string made from it), or TensorFlow's optimiser
+        # would read the file once, when it first runs the function, as a constant.
+        path = tf.strings.join([str(switch), tf.strings.regex_replace(tf.strings.as_string(batch), ".*", "")])
+        cubic = tf.io.read_file(path) == "cubic"
+        return tf.where(cubic, 150 * batch * batch * batch, tf.constant(150, tf.int64))
+
+    export_sleepy_model(base / "1", model_repository / MODEL_NAME / "1" / "metadata.json", sleep_ms)
+    return load_version(base / "1", place_on_device(None, 0, 0)), switch
+
+
+def serve_until_revised(
+    model: Model, switch: Path, warmed_up_as: str, serving_as: str
+) -> tuple[tuple[int, float], Batcher]:
+    """Warm `model` up with its curve `warmed_up_as`, then serve it with its curve `serving_as` to four
+    clients until live batches revise the choice. The choice warm-up made (largest batch, timeout),
+    and the batcher, closed."""
+    switch.write_text(warmed_up_as)
+    model.warm_up([1, 2], measure_seconds=0.001)
+    curve = {timing.batch_size: timing.images_per_second for timing in model.batch_curve}
+    tuner = small_tuner(sorted(curve), choose_batching(curve).max_batch_size)
+    batcher = Batcher(
+        model.infer,
+        max_batch_size=2,
+        batch_timeout_s=0.005,
+        max_queue_size=64,
+        request_timeout_s=FOREVER_S,
+        tuner=tuner,
+    )
+    warm_up_choice = (batcher.max_batch_size, batcher.batch_timeout_s)
+    switch.write_text(serving_as)
+
+    async def client(value: int) -> None:
+        while not tuner.revisions:
+            await predict_one(batcher, image(value))
+
+    async def clients() -> None:
+        await asyncio.gather(*(client(value) for value in range(4)))
+
+    try:
+        # About 8 batches of at most 1.2 s each; the deadline is for the busiest machine.
+        asyncio.run(asyncio.wait_for(clients(), 200))
+    finally:
+        batcher.close()
+    return warm_up_choice, batcher
+
+
+@pytest.mark.timeout(300)
+def test_live_batches_raise_the_batch_size_when_the_model_has_grown_faster_in_batches(switched_model):
+    warm_up_choice, batcher = serve_until_revised(*switched_model, "cubic", "fixed")
+
+    assert warm_up_choice == (1, 0)
+    assert (batcher.max_batch_size, batcher.batch_timeout_s) == (2, 0.005)  # waits for a batch again
+    assert (batcher.tuner.source, batcher.tuner.revisions) == ("live", 1)
+
+
+@pytest.mark.timeout(300)
+def test_live_batches_lower_the_batch_size_when_the_model_has_grown_slower_in_batches(switched_model):
+    warm_up_choice, batcher = serve_until_revised(*switched_model, "fixed", "cubic")
+
+    assert warm_up_choice == (2, 0.005)
+    assert (batcher.max_batch_size, batcher.batch_timeout_s) == (1, 0)  # and stops waiting
+    assert (batcher.tuner.source, batcher.tuner.revisions) == ("live", 1)

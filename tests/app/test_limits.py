@@ -14,6 +14,29 @@ from tests.support.images import png
 URN = "urn:inception-v2-service:problem:"
 
 
+def too_large(response: httpx.Response) -> None:
+    """`response` refuses a body over `limited`'s MAX_UPLOAD_BYTES, and closes the connection."""
+    problem(
+        response,
+        413,
+        URN + "payload-too-large",
+        "Request body too large",
+        "The request body is over MAX_UPLOAD_BYTES (20000 bytes)",
+    )
+    assert response.headers["connection"] == "close"
+
+
+def too_many_files(response: httpx.Response) -> None:
+    """`response` refuses a request with more images than `limited`'s MAX_FILES."""
+    problem(
+        response,
+        413,
+        URN + "too-many-files",
+        "Too many files",
+        "More than 2 images in one request; the most allowed is 2",
+    )
+
+
 @pytest.fixture(scope="module")
 def limited(make_settings):
     settings = make_settings(max_upload_bytes=20_000, max_image_pixels=1000, max_files=2, max_queue_size=4)
@@ -24,14 +47,7 @@ def limited(make_settings):
 def test_a_body_over_max_upload_bytes_is_refused(limited):
     response = limited.post("/predict", files=files(("big.png", b"\0" * 20_001)))
 
-    problem(
-        response,
-        413,
-        URN + "payload-too-large",
-        "Request body too large",
-        "The request body is over MAX_UPLOAD_BYTES (20000 bytes)",
-    )
-    assert response.headers["connection"] == "close"
+    too_large(response)
 
 
 def test_a_chunked_body_over_max_upload_bytes_is_refused(limited):
@@ -45,14 +61,7 @@ def test_a_chunked_body_over_max_upload_bytes_is_refused(limited):
     )
 
     assert "content-length" not in response.request.headers
-    problem(
-        response,
-        413,
-        URN + "payload-too-large",
-        "Request body too large",
-        "The request body is over MAX_UPLOAD_BYTES (20000 bytes)",
-    )
-    assert response.headers["connection"] == "close"
+    too_large(response)
 
 
 def test_an_image_over_max_image_pixels_is_refused_and_named(limited):
@@ -71,13 +80,7 @@ def test_an_image_over_max_image_pixels_is_refused_and_named(limited):
 def test_more_files_than_max_files_is_refused(limited):
     response = limited.post("/predict", files=files(*[(f"{i}.png", png(10, 10)) for i in range(3)]))
 
-    problem(
-        response,
-        413,
-        URN + "too-many-files",
-        "Too many files",
-        "More than 2 images in one request; the most allowed is 2",
-    )
+    too_many_files(response)
 
 
 def test_a_full_queue_answers_503_with_retry_after(limited):
@@ -125,13 +128,7 @@ def test_max_files_is_counted_as_the_multipart_body_is_parsed(limited):
         "/predict", content=parts + unparsed, headers={"content-type": "multipart/form-data; boundary=x"}
     )
 
-    problem(
-        response,
-        413,
-        URN + "too-many-files",
-        "Too many files",
-        "More than 2 images in one request; the most allowed is 2",
-    )
+    too_many_files(response)
 
 
 def over_budget(response: httpx.Response, held: int, brings: int) -> None:

@@ -1,3 +1,7 @@
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import DEFAULT_MAX_BATCH_SIZE
 from tests.devices import expected_device
 from tests.support.models import IMAGE_SIZE, LABELS
 
@@ -52,3 +56,13 @@ def test_model_reports_how_it_runs(client):
     assert runtime["batch_timeout_ms"] == 5
     assert runtime["max_queue_size"] == 256
     assert runtime["request_timeout_ms"] == 10_000
+
+
+def test_max_batch_size_unset_is_the_default_for_the_device_tensorflow_reports(make_settings):
+    with TestClient(create_app(make_settings(max_batch_size=None))) as client:
+        runtime = client.get("/model").json()["runtime"]
+
+    largest = DEFAULT_MAX_BATCH_SIZE["GPU" if "GPU" in expected_device() else "CPU"]
+    assert runtime["max_batch_size"] == largest
+    assert runtime["warmup_batch_sizes"] == list(range(1, largest + 1))
+    assert runtime["batching"]["max_batch_size"] == largest  # as set: the shared settings time nothing

@@ -23,8 +23,16 @@ def test_defaults(environ):
     assert settings.model_name == "inception_v2"
     assert settings.model_version is None
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    assert settings.max_batch_size == 32
+    assert settings.max_batch_size is None  # resolved by the device the model runs on
     assert settings.log_level == "INFO"
+
+
+@pytest.mark.parametrize(
+    ("device", "max_batch_size", "limit"),
+    [("/CPU:0", None, 32), ("/GPU:0", None, 128), ("/device:GPU:1", None, 128), ("/GPU:0", 16, 16)],
+)
+def test_max_batch_size_defaults_by_device_and_is_kept_as_set(device, max_batch_size, limit):
+    assert Settings(max_batch_size=max_batch_size).batch_size_limit(device) == limit
 
 
 def test_settings_come_from_environment_variables(environ):
@@ -97,7 +105,8 @@ def test_help_lists_every_setting_with_its_default():
 
     for name in Settings.model_fields:
         assert f"\n  {name.upper()} " in result.stdout
-    assert "Default: 32." in result.stdout  # MAX_BATCH_SIZE
+    assert "Default: 256." in result.stdout  # MAX_QUEUE_SIZE
+    assert "Unset: 32 on a CPU, 128 on a GPU" in " ".join(result.stdout.split())  # MAX_BATCH_SIZE
     assert "tensorflow" not in result.stderr.lower()
 
 

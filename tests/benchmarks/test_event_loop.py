@@ -44,3 +44,13 @@ def test_the_event_loop_is_measured_with_a_model_that_does_nothing_then_profiled
     assert len(top) == 15
     assert all(0 < function["share"] < 1 for function in top)
     assert "epoll" not in json.dumps(profiled)  # waiting is not the loop's work
+
+
+def test_the_applications_own_share_is_measured_in_process():
+    output = run_benchmark("benchmarks.event_loop", "--in-process", "16", "--label", "smoke")
+
+    [measured] = documents(output)
+    assert measured["label"] == "smoke"
+    figures = measured["app_cpu_ms_per_request"]
+    assert list(figures) == ["/predict", "TF Serving :predict", "OIP infer (binary)"]
+    assert all(milliseconds > 0 for milliseconds in figures.values())

@@ -10,6 +10,7 @@ import tensorflow as tf
 from imaging.decode import decode
 from tests.support.models import TRAINED_NAME, write_colour_folder
 from training.confidence import (
+    ASSURANCE,
     KEEP,
     expected_calibration_error,
     fit_feature_statistics,
@@ -18,6 +19,7 @@ from training.confidence import (
     reliability,
     softmax,
     threshold_keeping,
+    threshold_rule,
 )
 from training.data import list_image_folder
 
@@ -43,17 +45,35 @@ def test_the_calibration_error_weighs_each_bin_by_its_images():
     assert expected_calibration_error(probabilities, labels) == pytest.approx(0.4)
 
 
-def test_the_threshold_keeps_its_share_of_fresh_images():
+def test_the_threshold_keeps_its_share_of_fresh_images_with_the_promised_assurance():
     # Uniform scores: the share of fresh images a threshold keeps is the threshold itself.
     rng = np.random.default_rng(0)
-    trials = rng.random((4000, 100))
+    trials = rng.random((4000, 300))
 
     kept = np.array([threshold_keeping(scores) for scores in trials])
 
-    assert order_statistic(100) == 96  # ceil(101 * 0.95)
-    assert kept.mean() == pytest.approx(96 / 101, abs=0.002)  # the k-th of n uniform: k / (n + 1)
-    assert kept.mean() >= KEEP
-    assert threshold_keeping(np.arange(10.0)) == 9.0  # too few scores: the largest
+    assert order_statistic(300) == 292
+    assert kept.mean() == pytest.approx(292 / 301, abs=0.002)  # the k-th of n uniform: k / (n + 1)
+    # Fewer than 1 in 20 keep less than 95 % (P(Binomial(300, 0.95) >= 292) = 0.034), where one rank
+    # lower would be more (0.065) and nearly half of the plain conformal rank's (286: 0.463) do.
+    ordered = np.sort(trials, axis=1)
+    assert (kept < KEEP).mean() == pytest.approx(0.034, abs=0.01)
+    assert (kept < KEEP).mean() <= 1 - ASSURANCE
+    assert (ordered[:, 290] < KEEP).mean() == pytest.approx(0.065, abs=0.01)
+    assert (ordered[:, 285] < KEEP).mean() == pytest.approx(0.463, abs=0.025)
+    assert (order_statistic(299), order_statistic(301)) == (291, 293)  # the lowest rank enough, each n
+
+
+def test_too_few_scores_give_the_largest_and_say_they_promise_nothing():
+    assert threshold_keeping(np.arange(10.0)) == 9.0
+    assert (
+        threshold_rule(58)
+        == "is the highest score of the 58 validation images (too few to promise a share kept)"
+    )
+    assert threshold_rule(59) == (
+        "keeps at least 95% of images like the 59 validation images, with 95% confidence "
+        "(their score ranked 59, lowest first)"
+    )
 
 
 def test_the_score_is_the_squared_mahalanobis_distance_to_the_nearest_class_mean():
@@ -88,10 +108,7 @@ def test_a_trained_version_records_its_calibration_and_threshold(version):
     assert confidence["temperature"] > 0
     ood = confidence["ood"]
     assert ood["method"] == "mahalanobis"
-    assert ood["threshold_rule"] == (
-        f"keeps 95% of images like the {validation} validation images "
-        f"(their score ranked {order_statistic(validation)}, lowest first)"
-    )
+    assert ood["threshold_rule"] == threshold_rule(validation)
     assert ood["flagged_validation"] <= 1 - KEEP
     calibration = confidence["calibration"]
     assert (

@@ -2,8 +2,10 @@
 training command, judged by its own signatures and threshold on images the test makes.
 
 The model is the tiny one of the session's colour task (tests/conftest.py), trained on more images
-so that its validation split (60 images) can place a threshold; docs/confidence.md has the figures
-of the demo's network on the demo's shapes (`python -m tests.confidence_figures`).
+and with a larger validation split (240 images), on which the exporter places the threshold: with
+a few dozen, the only threshold that can promise to keep 95 % is their highest score.
+docs/confidence.md has the figures of the demo's network on the strokes and the shapes
+(`python -m tests.confidence_figures`).
 """
 
 import contextlib
@@ -27,13 +29,13 @@ SIDE = 40  # the images are made larger than the input and resized, as uploads a
 @pytest.fixture(scope="module")
 def version(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ood")
-    data = write_colour_folder(root / "data", per_class=100, seed=0)
+    data = write_colour_folder(root / "data", per_class=200, seed=0)
     with contextlib.redirect_stdout(io.StringIO()):
         # fmt: off
         status = main([
             "train", "--data-dir", str(data), "--model-base-path", str(root / "models"),
             "--model-name", TRAINED_NAME, "--arch", "inception_v2_seed", "--image-size", str(TRAINED_SIZE),
-            "--epochs", "3", "--batch-size", "16", "--seed", "7",
+            "--epochs", "3", "--batch-size", "16", "--seed", "7", "--validation-split", "0.4",
             "--checkpoint-dir", str(root / "checkpoints"),
         ])
         # fmt: on
@@ -55,7 +57,7 @@ def flagged(version: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         scores = saved.signatures["predict_pixels"](pixels=pixels)["ood_score"].numpy()
         return float((scores > threshold).mean())
 
-    held_back = write_colour_folder(tmp_path_factory.mktemp("held_back") / "data", per_class=50, seed=1)
+    held_back = write_colour_folder(tmp_path_factory.mktemp("held_back") / "data", per_class=100, seed=1)
     shares = {
         "held-back colours": share([decode(p, size=size) for p in list_image_folder(held_back, size).paths])
     }
@@ -67,10 +69,10 @@ def flagged(version: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 def test_far_away_images_are_flagged_and_held_back_ones_are_not(flagged):
     far = [share for name, share in flagged.items() if name in ood_images.FAR]
 
-    # Measured with main's training defaults of 5 December: noise, flat colours and text 100 %,
-    # textures 90 %, photos 70 % (smooth, they are nearest the colour task's images); 92 % in all.
+    # Measured on 5 December: noise, flat colours and text 100 %, textures 90 %, photos 62 % (smooth,
+    # they are nearest the colour task's images); 90.3 % in all, and 4.0 % of the held-back colours.
     assert np.mean(far) >= 0.9, flagged
-    assert min(far) >= 0.6, flagged
-    # The threshold keeps 95 % on average over the validation split it is chosen on; from 60
-    # images, the share it keeps varies by about 3 % (one standard deviation) around that.
-    assert flagged["held-back colours"] <= 0.1, flagged
+    assert min(far) >= 0.5, flagged
+    # The threshold keeps at least 95 % of images like the validation split's with a probability of
+    # 95 % over the split (`order_statistic`): held-back images of the same classes, the target.
+    assert flagged["held-back colours"] <= 0.05, flagged
