@@ -84,7 +84,7 @@ $(VENV)/.peers-installed: $(VENV)/.installed constraints-peers.txt
 install-peers: $(VENV)/.peers-installed  ## Add the benchmark's peers (BentoML) to .venv
 
 # BENCH_ARGS, e.g. "--peers none" or "--quick": see `.venv/bin/python -m benchmarks --help`.
-bench: $(VENV)/.installed  ## Run the benchmark suite with the installed peers (writes docs/performance.md)
+bench: demo-model  ## Run the benchmark suite with the installed peers on the demo model (trained first if none) and the notebook's network (writes docs/performance.md)
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:  ## Remove the virtual environment, generated data and caches

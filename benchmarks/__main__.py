@@ -310,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
             "wrk is not installed: `apt-get install wrk` (Debian) or your system's package.", file=sys.stderr
         )
         return 2
+    unknown = [label for label in args.models if label not in ("notebook", "demo")]
+    if unknown:
+        raise SystemExit(f"--models takes notebook and demo. Received: {unknown[0]!r}")
+    # Found before anything is measured: a missing demo model used to end a run after the notebook's
+    # twenty minutes, with nothing written.
+    demo_version = served_version(args.model_base_path, args.model_name) if "demo" in args.models else None
     for name, reason in args.skipped_peers.items():
         print(f"Peer {name} not measured: {reason}", flush=True)
     results = {
@@ -330,12 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, path in images.items()
         }
         for label in args.models:
-            if label == "notebook":
-                version_dir = notebook_model(Path(scratch) / "repository")
-            elif label == "demo":
-                version_dir = served_version(args.model_base_path, args.model_name)
-            else:
-                raise SystemExit(f"--models takes notebook and demo. Received: {label!r}")
+            version_dir = demo_version if label == "demo" else notebook_model(Path(scratch) / "repository")
             results["models"].append(benchmark_model(label, version_dir, images, args))
     write_report(results, args.out)
     print(f"Wrote {args.out} and {args.out.with_suffix('')}/")

@@ -8,6 +8,8 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -130,3 +132,19 @@ def test_quick_run_measures_both_services_and_writes_the_report(tmp_path, model_
         )
         assert results["skipped_peers"] == {"bentoml": reason}
         assert f"Not measured: bentoml, {reason}." in report
+
+
+def test_a_missing_demo_model_is_reported_before_anything_is_measured(tmp_path):
+    out = tmp_path / "performance.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--models", "notebook,demo", "--model-base-path", str(tmp_path)]
+        + ["--model-name", "absent", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"{tmp_path / 'absent'}: no such folder" in result.stderr
+    assert "[notebook]" not in result.stdout
+    assert not out.exists()
