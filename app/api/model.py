@@ -138,7 +138,10 @@ class ConfidenceInfo(BaseModel):
     )
     threshold_rule: str = Field(
         description="How the threshold was chosen.",
-        examples=["keeps 95% of the 500 validation images"],
+        examples=[
+            "keeps at least 95% of images like the 500 validation images, with 95% confidence "
+            "(their score ranked 484, lowest first)"
+        ],
     )
     method: str | None = Field(description="What `ood_score` is computed by.", examples=["mahalanobis"])
     score: str | None = Field(description="What `ood_score` measures, in words.")

@@ -105,7 +105,12 @@ class OutOfDistribution(BaseModel):
     method: str = Field(examples=["mahalanobis"])
     score: str = Field(description="What `ood_score` measures.")
     threshold: float = Field(examples=[412.5])
-    threshold_rule: str = Field(examples=["keeps 95% of the 500 validation images"])
+    threshold_rule: str = Field(
+        examples=[
+            "keeps at least 95% of images like the 500 validation images, with 95% confidence "
+            "(their score ranked 484, lowest first)"
+        ]
+    )
 
 
 class ConfidenceSpec(BaseModel):
