@@ -71,6 +71,7 @@ def benchmark_model(label: str, version_dir: Path, images: dict[str, Path], args
         result["batch_choice"] = server.batching
         result["rss_mib_after_warmup"] = round(server.rss_mib(), 1)
         result["batching"], result["after_burst"] = measure_levels(f"{label}, service", server, predict, args)
+        result["batch_choice_after_levels"] = server.current_batching()
         result["protocols"] = compare_protocols(label, server, [predict, *protocols], args)
         result["curves"] = measure_curves(label, server, images, result["batching"], args)
         served = sum(

@@ -168,6 +168,10 @@ class Server(HttpProcess):
             **self.settings,
         }
 
+    def current_batching(self) -> dict:
+        """/model's batching now: live batches may have revised warm-up's choice."""
+        return json.loads(_get(f"{self.url}/model")[1])["runtime"]["batching"]
+
     def start(self, timeout: float = 180) -> Self:
         super().start(timeout)
         runtime = json.loads(_get(f"{self.url}/model")[1])["runtime"]

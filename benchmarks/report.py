@@ -283,6 +283,19 @@ def _batch_choice_line(choice: dict) -> str:
     )
 
 
+def _revised_line(before: dict, after: dict | None) -> str:
+    if after is None:  # results written before the benchmark read it again
+        return ""
+    if after.get("revisions", 0) == before.get("revisions", 0):
+        return " Live batches did not revise it during the levels."
+    timeout = after["batch_timeout_ms"]
+    waits = f"waiting up to {timeout:g} ms" if timeout else "never waiting"
+    return (
+        f" Live batches revised it {after['revisions'] - before.get('revisions', 0)} times during the "
+        f"levels, to batches of up to **{after['max_batch_size']}**, {waits}."
+    )
+
+
 def _tax_lines(result: dict) -> list[str]:
     rows = tax_rows(result, result["protocols"][0]["clients"])
     return [
@@ -323,7 +336,8 @@ def model_section(result: dict, figure: str, images: dict, skipped: dict[str, st
         f"In-process limit: **{best:.1f} img/s** at batch {limit['best_batch_size']} "
         f"(img/s by batch size: {by_batch}); batch 1 takes **{limit['batch1_ms']:.1f} ms**.",
         "",
-        _batch_choice_line(result["batch_choice"]),
+        _batch_choice_line(result["batch_choice"])
+        + _revised_line(result["batch_choice"], result.get("batch_choice_after_levels")),
         "",
         "Service with dynamic batching (the last row: one client right after the busiest level):",
         "",
