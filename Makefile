@@ -21,8 +21,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed  ## Create .venv with the locked dependencies
 
-run: demo-model  ## Start the service on 127.0.0.1:8000 (trains the demo model first if models/ has none)
-	@echo "Try:  curl -F file=@$$(ls $(DATA_DIR)/circle/* 2>/dev/null | head -n 1 || echo your-image.jpg) http://127.0.0.1:8000/predict"
+run: demo-model  ## Start the service on 127.0.0.1:8000, or HOST and PORT (trains the demo model first if models/ has none)
+	@echo "Try:  curl -F file=@$$(ls $(DATA_DIR)/circle/* 2>/dev/null | head -n 1 || echo your-image.jpg) http://$${HOST:-127.0.0.1}:$${PORT:-8000}/predict"
 	MODEL_BASE_PATH=$(MODEL_BASE_PATH) MODEL_NAME=$(MODEL_NAME) $(PY) -m app
 
 test: $(VENV)/.installed  ## Run the test suite
