@@ -284,6 +284,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.files = [int(n) for n in args.files.split(",")]
     args.large_size = tuple(int(n) for n in args.large_size.split("x"))
     args.models = args.models.split(",")
+    if unknown := [label for label in args.models if label not in ("notebook", "demo")]:
+        parser.error(f"--models takes notebook and demo. Received: {unknown[0]!r}")
     args.settings = dict(item.split("=", 1) for item in args.set)
     args.peers, args.skipped_peers = choose_peers(args.peers, parser)
     return args
@@ -311,9 +313,6 @@ def main(argv: list[str] | None = None) -> int:
             "wrk is not installed: `apt-get install wrk` (Debian) or your system's package.", file=sys.stderr
         )
         return 2
-    unknown = [label for label in args.models if label not in ("notebook", "demo")]
-    if unknown:
-        raise SystemExit(f"--models takes notebook and demo. Received: {unknown[0]!r}")
     # Found before anything is measured: a missing demo model used to end a run after the notebook's
     # twenty minutes, with nothing written.
     demo_version = served_version(args.model_base_path, args.model_name) if "demo" in args.models else None
