@@ -331,7 +331,7 @@ def fit(run: Fit, worker: Worker | None) -> dict[str, list[float]]:
     checkpoints = EpochCheckpoints(scratch or backup_dir, settings)
     try:
         with LostPeer.raised_for(worker):
-            history = fit_phases(run, resume, checkpoints)
+            history = fit_phases(run, done, resume, checkpoints)
     except BaseException:
         if scratch is not None:
             checkpoints.remove()
@@ -340,10 +340,12 @@ def fit(run: Fit, worker: Worker | None) -> dict[str, list[float]]:
     return history
 
 
-def fit_phases(run: Fit, resume: EpochCheckpoints, checkpoints: EpochCheckpoints) -> dict[str, list[float]]:
-    """Each phase of the plan from the one `resume` stopped in; the epochs saved by `checkpoints`."""
+def fit_phases(
+    run: Fit, done: int, resume: EpochCheckpoints, checkpoints: EpochCheckpoints
+) -> dict[str, list[float]]:
+    """Each phase of the plan from the one `resume` stopped in, after its `done` epochs; the epochs
+    saved by `checkpoints`."""
     model, config = run.model, run.config
-    done = resume.finished_epochs()
     phases = plan_phases(config)
     # A checkpoint holds the optimizer of the phase that wrote it: compile that phase to read it.
     first = next((i for i, phase in enumerate(phases) if done - 1 in phase.epochs), 0) if done else 0
