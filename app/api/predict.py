@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
 from app.api.dataplane import DataPlane
-from app.api.deps import VERSION_HEADER, ClassifierDep, DataPlaneDep
+from app.api.deps import VERSION_HEADER, ClassifierDep, DataPlaneDep, get_dataplane
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.protocols import is_whole_number
 from app.api.uploads import read_uploads, upload_body
@@ -169,7 +169,7 @@ class PredictRoute(APIRoute):
             if query is None:
                 return await documented(request)
             top_k, version, label = query
-            dataplane: DataPlane = request.app.state.dataplane  # as `get_dataplane` and `get_classifier`
+            dataplane = await get_dataplane(request)
             return await classify(request, dataplane, dataplane.model(version=version, label=label), top_k)
 
         return handler

@@ -96,7 +96,7 @@ class DataPlaneRoute(APIRoute):
         dataplane = dependant.dependencies[0].name
 
         async def handler(request: Request) -> Response:
-            return await endpoint(**{request_name: request, dataplane: request.app.state.dataplane})
+            return await endpoint(**{request_name: request, dataplane: await get_dataplane(request)})
 
         return handler
 
