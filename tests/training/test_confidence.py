@@ -12,6 +12,7 @@ from tests.support.models import TRAINED_NAME, write_colour_folder
 from training.confidence import (
     ASSURANCE,
     KEEP,
+    SHRINKAGE,
     expected_calibration_error,
     fit_feature_statistics,
     fit_temperature,
@@ -84,7 +85,7 @@ def test_the_score_is_the_squared_mahalanobis_distance_to_the_nearest_class_mean
     means = np.stack([features[labels == c].mean(axis=0) for c in (0, 1)])
     centred = features - means[labels]
     covariance = centred.T @ centred / len(features)
-    shrunk = 0.9 * covariance + 0.1 * np.trace(covariance) / 3 * np.eye(3)
+    shrunk = (1 - SHRINKAGE) * covariance + SHRINKAGE * np.trace(covariance) / 3 * np.eye(3)
     points = np.array([[0.0, 0.0, 0.0], [5.0, 2.0, 0.0], [20.0, 20.0, 20.0]])
 
     expected = [min((p - m) @ np.linalg.inv(shrunk) @ (p - m) for m in means) for p in points]
