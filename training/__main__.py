@@ -94,7 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=defaults.augment,
-        help="random flips, crops and brightness/contrast changes of the training images",
+        help="random crops and brightness/contrast changes of the training images",
+    )
+    train.add_argument(
+        "--augment-flip",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.augment_flip,
+        help="with --augment, also mirror images left to right: for photos of things, never for "
+        "digits, letters or anything a mirror changes the class of",
     )
     train.add_argument(
         "--central-crop",

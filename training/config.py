@@ -25,6 +25,7 @@ class TrainConfig:
     patience: int = 3
     seed: int = 1337
     augment: bool = False
+    augment_flip: bool = False
     central_crop: float | None = None
     init_from: str | None = None
     freeze_base_epochs: int = 2
@@ -67,6 +68,8 @@ class TrainConfig:
             Path(path).exists() for path in (self.init_from, f"{self.init_from}.index")
         ):
             raise ValueError(f"--init-from {self.init_from} does not exist.")
+        if self.augment_flip and not self.augment:
+            raise ValueError("--augment-flip needs --augment.")
         if self.central_crop is not None and not 0 < self.central_crop <= 1:
             raise ValueError(f"--central-crop must be in (0, 1]. Received: {self.central_crop}")
         if self.tensorboard_dir and importlib.util.find_spec("tensorboard") is None:

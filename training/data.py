@@ -140,11 +140,18 @@ def scan_image_folder(
     )
 
 
-def augmentation(seed: int) -> keras.Sequential:
-    """Random flips, crops (zooming in by up to 20%) and brightness and contrast changes."""
+def augmentation(seed: int, *, flip: bool = False) -> keras.Sequential:
+    """Random crops (zooming in by up to 20%) and brightness and contrast changes; with `flip`,
+    mirror images left to right as well.
+
+    Flipping is left to the caller because it changes what many images mean: a mirrored 2, 3 or 7
+    is a glyph of no class, and text reads backwards. Photos of objects keep their class in a
+    mirror, which is why ImageNet recipes flip.
+    """
+    flips = [keras.layers.RandomFlip("horizontal", seed=seed)] if flip else []
     return keras.Sequential(
         [
-            keras.layers.RandomFlip("horizontal", seed=seed),
+            *flips,
             keras.layers.RandomZoom((-0.2, 0.0), seed=seed + 1),
             keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed + 2),
             keras.layers.RandomContrast(0.2, value_range=(0, 255), seed=seed + 3),
@@ -161,12 +168,14 @@ def make_dataset(
     shuffle: bool,
     seed: int,
     augment: bool = False,
+    flip: bool = False,
     preprocessing: Preprocessing = DEFAULT,
 ) -> tf.data.Dataset:
     """Decoded, preprocessed (cropped if so, resized) and batched (image, label) pairs, cached in
     memory after the first epoch.
 
-    With `augment`, each epoch sees the cached images through a new random augmentation.
+    With `augment`, each epoch sees the cached images through a new random augmentation, mirrored
+    too with `flip`.
     """
 
     def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -185,6 +194,6 @@ def make_dataset(
         dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if augment:
-        augmenter = augmentation(seed)
+        augmenter = augmentation(seed, flip=flip)
         dataset = dataset.map(lambda images, labels: (augmenter(images, training=True), labels))
     return dataset.prefetch(tf.data.AUTOTUNE)

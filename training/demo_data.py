@@ -63,13 +63,25 @@ def draw_shape(kind: str, size: int, rng: np.random.Generator) -> Image.Image:
     colour = (background + rng.integers(80, 176, 3)) % 256
     radius = rng.uniform(0.2, 0.4) * size
     cx, cy = rng.uniform(radius, size - radius, 2)
+    paint(image, kind, (cx, cy), radius, tuple(int(c) for c in colour), rng)
+    return image
+
+
+def paint(
+    image: Image.Image,
+    kind: str,
+    centre: tuple[float, float],
+    radius: float,
+    fill: tuple[int, ...],
+    rng: np.random.Generator,
+) -> None:
+    """Draw a `kind` filled with `fill` onto `image`, turned at random unless it is a circle."""
+    cx, cy = centre
     draw = ImageDraw.Draw(image)
-    fill = tuple(int(c) for c in colour)
     if kind == "circle":
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
     else:
         draw.polygon(_polygon(kind, cx, cy, radius, rng.uniform(0, 2 * math.pi)), fill=fill)
-    return image
 
 
 def write_dataset(

@@ -421,6 +421,7 @@ def train(config: TrainConfig) -> Path | None:
             shuffle=shuffle,
             seed=config.seed,
             augment=shuffle and config.augment,
+            flip=config.augment_flip,
             preprocessing=preprocessing,
         )
 

@@ -31,6 +31,7 @@ def test_help_answers_without_importing_tensorflow():
     assert "--tensorboard-dir" in result.stdout
     for option in (
         "--augment, --no-augment",
+        "--augment-flip, --no-augment-flip",
         "--lr-schedule",
         "--warmup-epochs",
         "--label-smoothing",
@@ -57,6 +58,7 @@ def test_help_answers_without_importing_tensorflow():
         ({"label_smoothing": 1.0}, "--label-smoothing must be in [0, 1). Received: 1.0"),
         ({"weight_decay": -0.1}, "--weight-decay must not be negative. Received: -0.1"),
         ({"init_from": "no/such/version"}, "--init-from no/such/version does not exist."),
+        ({"augment_flip": True}, "--augment-flip needs --augment."),
     ],
 )
 def test_bad_settings_are_refused_naming_the_value(change, message):

@@ -3,7 +3,7 @@ import logging
 import pytest
 
 from tests.support.datasets import write_image_folder
-from training.data import DataError, make_dataset, scan_image_folder
+from training.data import DataError, augmentation, make_dataset, scan_image_folder
 
 SIZE = (32, 32)
 
@@ -88,3 +88,22 @@ def test_augment_changes_the_training_images_every_epoch_within_the_pixel_range(
     assert not np.allclose(first, plain)
     assert not np.allclose(first, second)
     assert float(np.min(first)) >= 0 and float(np.max(first)) <= 255
+
+
+@pytest.mark.parametrize("flip", [False, True], ids=["no-flip", "flip"])
+def test_augmentation_mirrors_images_only_when_asked(flip):
+    """A mirror turns many glyphs into no class at all (a backwards 2, 3 or 7), so flips are opt-in."""
+    import numpy as np
+
+    # Bright on the left, dark on the right: crops, brightness and contrast changes keep it so.
+    image = np.full((32, 32, 3), 40.0, np.float32)
+    image[:, :16] = 200.0
+    augmented = np.asarray(augmentation(seed=0, flip=flip)(np.repeat(image[None], 64, axis=0), training=True))
+
+    left, right = augmented[:, :, :16].mean(axis=(1, 2, 3)), augmented[:, :, 16:].mean(axis=(1, 2, 3))
+    mirrored = int(np.sum(left < right))
+    if flip:
+        assert 0 < mirrored < 64
+    else:
+        assert mirrored == 0
+    assert not np.allclose(augmented, image)
