@@ -1,7 +1,7 @@
 """Out-of-distribution images are flagged, in-distribution ones are not: a version trained by the
 training command, judged by its own signatures and threshold on images the test makes.
 
-The model is the tiny one of the session's colour task (tests/conftest.py), trained on more images:
+The model is the tiny one of the session's colour task (tests/support/models.py), trained on more images:
 960 for the class means and covariance the score measures from (with 360, 90 to 95 % of the far
 kinds were flagged over training seeds, the photos and textures least), and 240 in the validation
 split, on which the exporter places the threshold (with a few dozen, the only threshold that can
