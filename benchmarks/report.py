@@ -330,8 +330,9 @@ def model_section(result: dict, figure: str, images: dict, skipped: dict[str, st
     best = limit["best_images_per_second"]
     by_batch = ", ".join(f"{k}: {v:.1f}" for k, v in limit["images_per_second_by_batch"].items())
     cold = result["cold_start"]
+    version = result.get("version_shown", f"`{result['version_dir']}`")
     lines = [
-        f"### {result['model']} (`{result['version_dir']}`)",
+        f"### {result['model']} ({version})",
         "",
         f"In-process limit: **{best:.1f} img/s** at batch {limit['best_batch_size']} "
         f"(img/s by batch size: {by_batch}); batch 1 takes **{limit['batch1_ms']:.1f} ms**.",
