@@ -24,7 +24,7 @@ class TrainConfig:
     validation_split: float = 0.2
     patience: int = 3
     seed: int = 1337
-    augment: bool = False
+    augment: bool = True
     augment_flip: bool = False
     central_crop: float | None = None
     init_from: str | None = None

@@ -38,7 +38,7 @@ def version(tmp_path_factory: pytest.TempPathFactory) -> Path:
         status = main([
             "train", "--data-dir", str(data), "--model-base-path", str(root / "models"),
             "--model-name", TRAINED_NAME, "--arch", "inception_v2_seed", "--image-size", str(TRAINED_SIZE),
-            "--epochs", "1", "--batch-size", "16", "--seed", "7", "--validation-split", "0.2",
+            "--epochs", "1", "--batch-size", "16", "--seed", "7", "--validation-split", "0.2", "--no-augment",
             "--checkpoint-dir", str(root / "checkpoints"),
         ])
         # fmt: on

@@ -58,7 +58,7 @@ def test_help_answers_without_importing_tensorflow():
         ({"label_smoothing": 1.0}, "--label-smoothing must be in [0, 1). Received: 1.0"),
         ({"weight_decay": -0.1}, "--weight-decay must not be negative. Received: -0.1"),
         ({"init_from": "no/such/version"}, "--init-from no/such/version does not exist."),
-        ({"augment_flip": True}, "--augment-flip needs --augment."),
+        ({"augment_flip": True, "augment": False}, "--augment-flip needs --augment."),
     ],
 )
 def test_bad_settings_are_refused_naming_the_value(change, message):

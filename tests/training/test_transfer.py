@@ -30,6 +30,7 @@ def train(root: Path, data: Path, name: str, *options: str) -> None:
         status = main([
             "train", "--data-dir", str(data), "--model-base-path", str(root / "models"), "--model-name", name,
             "--image-size", SIZE, "--checkpoint-dir", str(root / "checkpoints" / name), *options,
+            "--no-augment",  # as the figures below were measured, before augmentation was the default
         ])
         # fmt: on
     assert status == 0
