@@ -1,8 +1,9 @@
 """The README's screenshot of the page, taken in the real browser against a real server:
 
     .venv/bin/python -m tests.page_screenshot --model-base-path models --out docs/images/page.png \
-        data/demo/star/star_00000.jpg data/demo/circle/circle_00000.jpg notes.txt
+        star.jpg circle.png notes.txt
 
+(the README's: data/demo's star_00000.jpg, its circle_00000.jpg saved as PNG, and a text file).
 Each image is dropped on the page as a user would pick it; the page is captured once every result
 is in.
 """
