@@ -123,6 +123,10 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, fine_tune):
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
+        # Ctrl-C as a terminal gives it, whoever started the suite: a shell running it in the background
+        # (`&` without job control) hands its children SIGINT ignored, and Python then never raises
+        # KeyboardInterrupt, so the run would finish instead of stopping.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 300
     # A checkpoint is written at the end of every epoch.
