@@ -149,14 +149,21 @@ up() {
     echo "Ready: http://127.0.0.1:$FLEET_PORT (curl -F file=@image.jpg http://127.0.0.1:$FLEET_PORT/predict)" >&2
 }
 
+# Engine 20.10's `stack rm` removes the network right after the services and gives up, exit status 1,
+# while a task is still draining ("network ... is in use by task"): once the containers are gone, the
+# network left behind is removed here, again until it goes.
 gone() {
-    [ -z "$($DOCKER ps --all --quiet --filter "label=com.docker.stack.namespace=$STACK")" ] &&
-        [ -z "$($DOCKER network ls --quiet --filter "label=com.docker.stack.namespace=$STACK")" ]
+    [ -z "$($DOCKER ps --all --quiet --filter "label=com.docker.stack.namespace=$STACK")" ] || return 1
+    networks="$($DOCKER network ls --quiet --filter "label=com.docker.stack.namespace=$STACK")"
+    [ -z "$networks" ] && return 0
+    # shellcheck disable=SC2086 # one id a word
+    $DOCKER network rm $networks >/dev/null 2>&1 || true
+    return 1
 }
 
 down() {
     if $DOCKER info --format '{{.Swarm.ControlAvailable}}' | grep -q true && [ -n "$(replicas)" ]; then
-        $DOCKER stack rm "$STACK"
+        $DOCKER stack rm "$STACK" || echo "Waiting for the stack's last tasks to let go of its network" >&2
     fi
     # The replicas drain before they stop (up to a minute each, in parallel).
     wait_until "the stack's containers and network gone" gone
