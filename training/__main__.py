@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="after the warm-up: cosine decay to 0 by the last epoch, or constant",
     )
     train.add_argument(
+        "--decay-start",
+        type=float,
+        default=defaults.decay_start,
+        help="how far through the epochs after the warm-up the cosine decay begins; until then the "
+        "rate holds at its peak (0: decay from the end of the warm-up)",
+    )
+    train.add_argument(
         "--warmup-epochs",
         type=int,
         default=defaults.warmup_epochs,

@@ -19,6 +19,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"
     warmup_epochs: int = 1
+    decay_start: float = 0.5
     label_smoothing: float = 0.0
     weight_decay: float = 0.0
     validation_split: float = 0.2
@@ -59,6 +60,8 @@ class TrainConfig:
                 raise ValueError(
                     f"--{field.replace('_', '-')} must be positive. Received: {getattr(self, field)}"
                 )
+        if not 0 <= self.decay_start < 1:
+            raise ValueError(f"--decay-start must be in [0, 1). Received: {self.decay_start}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"--label-smoothing must be in [0, 1). Received: {self.label_smoothing}")
         if self.weight_decay < 0:

@@ -170,21 +170,27 @@ def worst_classified(
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from near 0 to `peak` over `warmup_steps`, then a cosine decay to 0 at
-    `total_steps` (or `peak` held, without `decay`).
+    """Linear warm-up from near 0 to `peak` over `warmup_steps`, `peak` held for `hold_steps`,
+    then a cosine decay to 0 at `total_steps` (or `peak` held to the end, without `decay`).
 
     The warm-up keeps Adam's first steps, each about as large as the learning rate whatever the
-    gradient, from pushing a freshly initialized network into dead ReLUs (docs/training.md).
+    gradient, from pushing a freshly initialized network into dead ReLUs; the hold keeps the rate
+    up through the epochs in which a network from scratch does most of its learning
+    (docs/training.md).
     """
 
-    def __init__(self, peak: float, warmup_steps: int, total_steps: int, decay: bool = True):
+    def __init__(
+        self, peak: float, warmup_steps: int, total_steps: int, decay: bool = True, hold_steps: int = 0
+    ):
         super().__init__()
         self.peak, self.warmup_steps, self.total_steps, self.decay = peak, warmup_steps, total_steps, decay
+        self.hold_steps = hold_steps
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
         warming = self.peak * (step + 1) / max(self.warmup_steps, 1)
-        progress = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0, 1)
+        start = self.warmup_steps + self.hold_steps
+        progress = ops.clip((step - start) / max(self.total_steps - start, 1), 0, 1)
         after = self.peak * 0.5 * (1 + ops.cos(np.pi * progress)) if self.decay else self.peak
         return ops.where(step < self.warmup_steps, warming, after)
 
@@ -194,6 +200,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             "warmup_steps": self.warmup_steps,
             "total_steps": self.total_steps,
             "decay": self.decay,
+            "hold_steps": self.hold_steps,
         }
 
 
@@ -271,8 +278,13 @@ def set_trainable(
 def compile_model(model: keras.Model, config: TrainConfig, phase: Phase, steps_per_epoch: int) -> None:
     """Compile for `phase`: Adam on the warm-up and schedule, weight decay and label smoothing."""
     warmup = min(config.warmup_epochs, len(phase.epochs)) * steps_per_epoch
+    total = len(phase.epochs) * steps_per_epoch
     schedule = WarmupCosine(
-        phase.learning_rate, warmup, len(phase.epochs) * steps_per_epoch, decay=config.lr_schedule == "cosine"
+        phase.learning_rate,
+        warmup,
+        total,
+        decay=config.lr_schedule == "cosine",
+        hold_steps=round(config.decay_start * (total - warmup)),
     )
     optimizer = keras.optimizers.Adam(schedule, weight_decay=config.weight_decay or None)
     if config.weight_decay:

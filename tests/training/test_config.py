@@ -34,6 +34,7 @@ def test_help_answers_without_importing_tensorflow():
         "--augment-flip, --no-augment-flip",
         "--lr-schedule",
         "--warmup-epochs",
+        "--decay-start",
         "--label-smoothing",
         "--weight-decay",
         "--init-from",
@@ -53,6 +54,7 @@ def test_help_answers_without_importing_tensorflow():
     [
         ({"lr_schedule": "step"}, "--lr-schedule must be one of ['cosine', 'constant']. Received: 'step'"),
         ({"warmup_epochs": -1}, "--warmup-epochs must not be negative. Received: -1"),
+        ({"decay_start": 1.0}, "--decay-start must be in [0, 1). Received: 1.0"),
         ({"freeze_base_epochs": -2}, "--freeze-base-epochs must not be negative. Received: -2"),
         ({"fine_tune_learning_rate": 0.0}, "--fine-tune-learning-rate must be positive. Received: 0.0"),
         ({"label_smoothing": 1.0}, "--label-smoothing must be in [0, 1). Received: 1.0"),
