@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr-schedule",
         choices=LR_SCHEDULES,
         default=defaults.lr_schedule,
-        help="after the warm-up: cosine decay to 0 by the last epoch, or constant",
+        help="after the warm-up: cosine decay to 0 by the last epoch (from --decay-start on), or constant",
     )
     train.add_argument(
         "--decay-start",
