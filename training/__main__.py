@@ -70,9 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--decay-start",
         type=float,
-        default=defaults.decay_start,
+        default=argparse.SUPPRESS,  # TrainConfig's None: 0.5 from scratch, 0 with --init-from
         help="how far through the epochs after the warm-up the cosine decay begins; until then the "
-        "rate holds at its peak (0: decay from the end of the warm-up)",
+        "rate holds at its peak (0: decay from the end of the warm-up; default: 0.5 from scratch, "
+        "0 with --init-from)",
     )
     train.add_argument(
         "--warmup-epochs",

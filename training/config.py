@@ -19,7 +19,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"
     warmup_epochs: int = 1
-    decay_start: float = 0.5
+    decay_start: float | None = None  # None: 0.5 from scratch, 0 with --init-from (docs/training.md)
     label_smoothing: float = 0.0
     weight_decay: float = 0.0
     validation_split: float = 0.2
@@ -60,7 +60,7 @@ class TrainConfig:
                 raise ValueError(
                     f"--{field.replace('_', '-')} must be positive. Received: {getattr(self, field)}"
                 )
-        if not 0 <= self.decay_start < 1:
+        if self.decay_start is not None and not 0 <= self.decay_start < 1:
             raise ValueError(f"--decay-start must be in [0, 1). Received: {self.decay_start}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"--label-smoothing must be in [0, 1). Received: {self.label_smoothing}")
@@ -77,6 +77,14 @@ class TrainConfig:
             raise ValueError(f"--central-crop must be in (0, 1]. Received: {self.central_crop}")
         if self.tensorboard_dir and importlib.util.find_spec("tensorboard") is None:
             raise ValueError("--tensorboard-dir needs the tensorboard package: pip install tensorboard")
+
+    @property
+    def hold_fraction(self) -> float:
+        """`--decay-start`, or its default: hold the peak rate through half of a run from scratch, which
+        does most of its learning in the middle; not when fine-tuning, whose features are learnt."""
+        if self.decay_start is not None:
+            return self.decay_start
+        return 0.0 if self.init_from else 0.5
 
     @property
     def backup_dir(self) -> Path:

@@ -284,7 +284,7 @@ def compile_model(model: keras.Model, config: TrainConfig, phase: Phase, steps_p
         warmup,
         total,
         decay=config.lr_schedule == "cosine",
-        hold_steps=round(config.decay_start * (total - warmup)),
+        hold_steps=round(config.hold_fraction * (total - warmup)),
     )
     optimizer = keras.optimizers.Adam(schedule, weight_decay=config.weight_decay or None)
     if config.weight_decay:
