@@ -478,7 +478,8 @@ def train(config: TrainConfig) -> Path | None:
     # The model card is shown to the service's users: no paths of the trainer's machine in it, only
     # the data folder's name and files relative to it.
     data_dir = Path(config.data_dir).resolve()
-    params = asdict(config) | {"data_dir": data_dir.name}
+    # The schedule as run: `--decay-start`'s default depends on `--init-from`.
+    params = asdict(config) | {"data_dir": data_dir.name, "decay_start": config.hold_fraction}
     if initialization is not None:
         params["init_from"] = initialization.source
     data = folder.summary() | {

@@ -63,6 +63,7 @@ def test_train_exports_a_version_with_metrics(tmp_path, image_folder):
     assert metadata["labels"] == ["a", "b"]
     assert metadata["architecture"]["name"] == "inception_v2_seed"
     assert metadata["training"]["params"]["epochs"] == 2
+    assert metadata["training"]["params"]["decay_start"] == 0.5  # the default, from scratch
     assert metadata["training"]["data"]["num_train"] + metadata["training"]["data"]["num_validation"] == 24
     # No paths of the trainer's machine in what the service shows: the folder's name, files within it.
     assert metadata["training"]["data"]["dir"] == "data"
@@ -173,8 +174,10 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, fine_tune):
     )
     assert 1 < first_epoch <= interrupted_epoch + 1
     assert (tmp_path / "models" / "tiny" / "1" / "saved_model.pb").is_file()
+    metadata = json.loads((tmp_path / "models" / "tiny" / "1" / "metadata.json").read_text())
+    # The schedule as run: the rate held for half a run from scratch, not when fine-tuning.
+    assert metadata["training"]["params"]["decay_start"] == (0.0 if fine_tune else 0.5)
     if fine_tune:
-        metadata = json.loads((tmp_path / "models" / "tiny" / "1" / "metadata.json").read_text())
         assert metadata["training"]["initialization"]["from"] == "inception_v2/1"
         assert metadata["training"]["initialization"]["fresh_layers"]["logits"].startswith("shape")
         assert str(tmp_path) not in json.dumps(metadata)
